@@ -1,0 +1,84 @@
+"""Shared fixtures: a tiny model built once per session, real data from ../shared, real runs.
+
+Everything runs offline on CPU: the tiny model is built by `fastmath.tiny` exactly as
+`python -m fastmath tiny-model` does, and loaded back through the same code as a hub model.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+GSM8K_TRAIN = SHARED_DATA / "gsm8k" / "train.jsonl"
+GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
+MGSM_ZH = SHARED_DATA / "mgsm" / "mgsm_zh.tsv"
+
+# The overfit recipe: 16 GSM8K training problems, enough epochs to memorise them.
+OVERFIT = {
+    "data.train": str(GSM8K_TRAIN),
+    "data.limit": 16,
+    "training.num_epochs": 80,
+    "training.save_steps": 1000,
+    "training.logging_steps": 10,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fastmath_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path = REPO):
+    """Run `python -m fastmath ...` as a real process; returns CompletedProcess with text output."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "fastmath", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not GSM8K_TRAIN.is_file():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (CI and dev machines have it beside the repo)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from fastmath.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tiny_model, tmp_path_factory):
+    """A factory: the tiny CPU recipe pointed at the session's tiny model and a fresh output dir."""
+    from fastmath.config import load_recipe
+
+    def make(**overrides):
+        out = tmp_path_factory.mktemp("outputs")
+        base = {"model.name": str(tiny_model), "training.output_dir": str(out)}
+        return load_recipe(REPO / "recipes" / "tiny-sft.yaml", {**base, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def overfit_run(tiny_recipe, shared_data) -> Path:
+    """One real SFT run, memorising 16 GSM8K problems; several tests read its run directory."""
+    from fastmath.sft import run_sft
+
+    return run_sft(tiny_recipe(**OVERFIT))
