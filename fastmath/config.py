@@ -8,6 +8,7 @@ typo (`lora.rank: 64`) wastes a GPU-day.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import types
@@ -102,8 +103,11 @@ class EvalConfig:
     max_new_tokens: int = 512
     num_shots: int = 8  # exemplars for few-shot
     sc_samples: int = 5  # self-consistency: k samples for maj@k
-    temperature: float = 0.7  # sampling temperature for self-consistency
+    temperature: float = 0.7  # sampling temperature for self-consistency and ToT proposals
     seed: int = 1234
+    tot_breadth: int = 2  # ToT: states kept in the beam
+    tot_depth: int = 6  # ToT: rounds (solution lines) at most
+    tot_proposals: int = 2  # ToT: next lines sampled per state; generations per problem <= 2*depth*breadth*proposals
 
 
 @dataclass
@@ -238,3 +242,32 @@ def save_recipe(recipe: Recipe, path: str | Path) -> None:
     from fastmath.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def recipe_from_argv(
+    argv: list[str], command: str, default_recipe: str, output_flag: bool = False
+) -> tuple[Recipe, Path | None, Path | None]:
+    """`RECIPE [key=value ...]`, or `--resume RUN_DIR` (training), or `--output FILE` (pairs).
+
+    Returns the recipe, the run directory to resume (or None) and the output path (or None).
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m fastmath {command}", allow_abbrev=False)
+    parser.add_argument("recipe", nargs="?", default=None, help=f"YAML recipe (default {default_recipe})")
+    if output_flag:
+        parser.add_argument("--output", type=Path, help="file to write")
+    else:
+        parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    args, rest = parser.parse_known_args(argv)
+    if args.recipe and "=" in args.recipe:  # `sft key=value` with no recipe file
+        rest.insert(0, args.recipe)
+        args.recipe = None
+    overrides = parse_overrides(rest)
+    output = getattr(args, "output", None)
+    if not getattr(args, "resume", None):
+        return load_recipe(args.recipe or default_recipe, overrides), None, output
+    run_dir = Path(args.resume)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise FastmathError(f"--resume {run_dir}: not a run directory (no recipe.yaml in it)")
+    if overrides or args.recipe:
+        raise FastmathError("--resume continues a run exactly as recorded; drop the recipe and key=value overrides")
+    return load_recipe(run_dir / "recipe.yaml"), run_dir, None

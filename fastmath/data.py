@@ -127,9 +127,9 @@ def load_problems(
             raise FastmathError(f"data file {source!r} not found; check data.train in the recipe")
         rows = _read_rows(path)
     else:
+        name = hub.resolve(source, "dataset")  # before importing datasets: fail fast
         from datasets import load_dataset
 
-        name = hub.resolve(source, "dataset")
         ds = load_dataset(name, subset, split=split)
         rows = [(f"row {i}", dict(r)) for i, r in enumerate(ds, 1)]
     problems, bad = _clean(rows, Path(source).name, language)

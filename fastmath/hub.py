@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from functools import lru_cache
 from pathlib import Path
 
 from fastmath.errors import FastmathError
@@ -75,6 +76,7 @@ def _unreachable(repo_id: str, repo_type: str, reason: str) -> FastmathError:
     )
 
 
+@lru_cache(maxsize=32)  # one probe per name and process: the loaders resolve the same name again
 def resolve(name: str, repo_type: str = "model") -> str:
     """Return `name` if it is loadable: a local directory/file, a cached repo, or a reachable hub repo."""
     if Path(name).expanduser().exists():

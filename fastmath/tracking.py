@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,15 @@ class TokenCounter:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.collator(examples)
-        ids = batch.get("input_ids", batch.get("prompt_input_ids"))
-        mask = batch.get("attention_mask")
-        total = ids.numel() if ids is not None else 0
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        total = ids.numel()
         pad = int((mask == 0).sum()) if mask is not None else 0
         self.tokens += total - pad
         self.pad += pad
-        if "labels" in batch:
+        if "labels" in batch:  # SFT
             self.trained += int((batch["labels"] != -100).sum())
+        elif "completion_mask" in batch:  # DPO: chosen and rejected completions
+            self.trained += int(batch["completion_mask"].sum())
         return batch
 
     @property
@@ -86,12 +86,25 @@ class MetricsCallback(TrainerCallback):
             self._out = None
 
 
+def reset_peak_memory() -> None:
+    """Start a new peak: CUDA's allocator statistics, or Linux's peak resident set (VmHWM)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    elif Path("/proc/self/clear_refs").exists():
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory() -> dict[str, Any]:
-    """Peak GPU memory allocated by torch on CUDA, else the process's peak resident set size."""
+    """Peak since `reset_peak_memory`: GPU memory allocated by torch on CUDA, else the peak resident set."""
     import torch
 
     if torch.cuda.is_available():
         return {"peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3), "peak_memory_kind": "cuda"}
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    scale = 1 if sys.platform == "darwin" else 1024
-    return {"peak_memory_gb": round(rss * scale / 2**30, 3), "peak_memory_kind": "cpu_rss"}
+    status = Path("/proc/self/status")
+    if status.exists():
+        kib = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM"))
+    else:  # macOS: lifetime peak, in bytes
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"peak_memory_gb": round(kib / 2**20, 3), "peak_memory_kind": "cpu_rss"}
