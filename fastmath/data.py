@@ -47,8 +47,8 @@ class BadRecord:
     why: str
 
 
-def _read_rows(path: Path) -> list[tuple[str, object]]:
-    """(location, raw record) pairs; unparseable lines become records the cleaner reports."""
+def read_records(path: Path) -> list[tuple[str, object]]:
+    """(location, raw record) pairs from .jsonl/.json/.tsv; unparseable lines become the reason, reported later."""
     if path.suffix == ".jsonl":
         rows: list[tuple[str, object]] = []
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -66,7 +66,7 @@ def _read_rows(path: Path) -> list[tuple[str, object]]:
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
-            raise FastmathError(f"{path} must hold a JSON list of {{'question', 'answer'}} records")
+            raise FastmathError(f"{path} must hold a JSON list of records (objects)")
         return [(f"record {i}", r) for i, r in enumerate(data, 1)]
     if path.suffix == ".tsv":
         with open(path, encoding="utf-8", newline="") as f:
@@ -125,7 +125,7 @@ def load_problems(
     if path.suffix in hub.DATA_SUFFIXES or path.exists():
         if not path.is_file():
             raise FastmathError(f"data file {source!r} not found; check data.train in the recipe")
-        rows = _read_rows(path)
+        rows = read_records(path)
     else:
         name = hub.resolve(source, "dataset")  # before importing datasets: fail fast
         from datasets import load_dataset

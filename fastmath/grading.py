@@ -306,10 +306,11 @@ def grade_file(input_path: str | Path, output_path: str | Path) -> dict[str, int
             raise FastmathError(f"{where}: invalid JSON ({e.msg})") from None
         if not isinstance(row, dict):
             raise FastmathError(f"{where}: expected a JSON object with 'completion' and 'answer'")
-        missing = [k for k in ("completion", "answer") if k not in row]
+        key = "gold" if "answer" not in row and "gold" in row else "answer"  # fastmath's eval files say `gold`
+        missing = [k for k in ("completion", key) if k not in row]
         if missing:
             raise FastmathError(f"{where}: missing field {' and '.join(map(repr, missing))}")
-        completion, answer = row["completion"], row["answer"]
+        completion, answer = row["completion"], row[key]
         if not isinstance(completion, str):
             raise FastmathError(f"{where}: 'completion' must be text, got {type(completion).__name__}")
         if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):

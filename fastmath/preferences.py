@@ -6,11 +6,10 @@ mined file of thousands does not stop a run; a file with no usable pair is an er
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastmath.data import BadRecord, report_bad
+from fastmath.data import BadRecord, read_records, report_bad
 from fastmath.errors import FastmathError
 from fastmath.prompts import detect_language
 
@@ -21,26 +20,6 @@ class Pair:
     chosen: str
     rejected: str
     lang: str
-
-
-def _records(path: Path) -> list[tuple[str, object]]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        rows: list[tuple[str, object]] = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((f"line {i}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    rows.append((f"line {i}", f"invalid JSON ({e.msg})"))
-        return rows
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FastmathError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from None
-    if not isinstance(data, list):
-        raise FastmathError(f"{path} must hold a JSON list of {{'prompt', 'chosen', 'rejected'}} records")
-    return [(f"record {i}", r) for i, r in enumerate(data, 1)]
 
 
 def _check(r: object) -> str | None:
@@ -68,7 +47,7 @@ def load_pairs(path: str | Path, verbose: bool = True) -> list[Pair]:
     if not path.is_file():
         raise FastmathError(f"preference file {str(path)!r} not found; run `make pairs` or set dpo.pairs")
     pairs, bad = [], []
-    for where, r in _records(path):
+    for where, r in read_records(path):
         why = _check(r)
         if why:
             bad.append(BadRecord(where, why))

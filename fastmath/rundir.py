@@ -58,6 +58,16 @@ def latest_run(output_dir: str | Path, stage: str, finished: bool = True) -> Pat
     return runs[-1]
 
 
+def adapter_run(name: str, output_dir: str | Path) -> Path:
+    """A run that holds an adapter, named by its path or by its run name under `output_dir`."""
+    run = Path(name)
+    if not run.is_dir() and (Path(output_dir) / name).is_dir():
+        run = Path(output_dir) / name
+    if not (run / "adapter_config.json").is_file():
+        raise FastmathError(f"--lora {name}: no adapter (adapter_config.json) there; name a finished SFT or DPO run")
+    return run
+
+
 def _default_name(stage: str, model_name: str) -> str:
     model = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model_name.rstrip("/")).name).strip("-").lower()
     return f"{stage}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
