@@ -51,15 +51,19 @@ def main() -> None:
     # Pairs of the same problems: the reference solution preferred over a wrong final line.
     pairs = work / "pairs.jsonl"
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[:64]]
-    pairs.write_text("".join(json.dumps({"prompt": r["question"], "chosen": r["answer"],
-                                         "rejected": r["answer"].rsplit("####", 1)[0] + "#### 0"}) + "\n" for r in rows))  # fmt: skip
+    wrong = [r["answer"].rsplit("####", 1)[0] + "#### 0" for r in rows]
+    pairs.write_text(
+        "".join(json.dumps({"prompt": r["question"], "chosen": r["answer"], "rejected": w}) + "\n"
+                for r, w in zip(rows, wrong, strict=True))
+    )  # fmt: skip
     fastmath("dpo", "recipes/tiny-dpo.yaml", *common, f"dpo.sft_run={work / 'runs' / 'sft'}", f"dpo.pairs={pairs}",
              f"dpo.batch_size={args.batch_size}", "training.run_name=dpo")  # fmt: skip
 
     sft, dpo = (json.loads((work / "runs" / name / "summary.json").read_text()) for name in ("sft", "dpo"))
     result = {
         "bench": "dpo_memory",
-        "device": sft["peak_memory_kind"],
+        "device": "cuda" if sft["peak_memory_kind"] == "cuda" else "cpu",
+        "memory": "CUDA peak allocated" if sft["peak_memory_kind"] == "cuda" else "peak resident set (VmHWM)",
         "date": time.strftime("%Y-%m-%d"),
         "command": shlex.join([sys.executable, *sys.argv]),
         "model": model if args.model else f"tiny (hidden {args.hidden_size}, 4 layers)",
@@ -75,8 +79,10 @@ def main() -> None:
     out = Path(args.out) / f"dpo_memory-{result['device']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"peak memory ({result['device']}): SFT {result['sft_peak_gb']} GB, DPO {result['dpo_peak_gb']} GB, "
-          f"DPO/SFT = {result['dpo_over_sft']}x  (batch {args.batch_size}, {args.steps} steps)\nwrote {out}")  # fmt: skip
+    print(
+        f"peak memory ({result['device']}): SFT {result['sft_peak_gb']} GB, DPO {result['dpo_peak_gb']} GB, "
+        f"DPO/SFT = {result['dpo_over_sft']}x  (batch {args.batch_size}, {args.steps} steps)\nwrote {out}"
+    )
 
 
 if __name__ == "__main__":

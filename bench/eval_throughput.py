@@ -51,50 +51,40 @@ def load(model_dir: Path, adapter: Path | None, overrides: list[str]):
     return load_for_inference(cfg, str(adapter) if adapter else None)
 
 
-def _synchronize() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def batched(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int | None) -> tuple[list, float]:
-    """The engine over every prompt: (texts and token counts, wall seconds)."""
+    """The engine over every prompt, timed after a warm-up: (texts and token counts, wall seconds)."""
     from fastmath.generation import generate
+    from fastmath.tracking import reset_peak_memory
 
-    generate(model, tokenizer, prompts[:2], max_new_tokens=4, batch_size=2, progress=False)  # warm-up
-    _synchronize()
+    generate(model, tokenizer, prompts[:2], max_new_tokens=4, batch_size=2, progress=False)  # kernels, allocator
+    common.synchronize()
+    reset_peak_memory()
     start = time.perf_counter()
     outputs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    _synchronize()
+    common.synchronize()
     return [(o[0].text, o[0].tokens) for o in outputs], time.perf_counter() - start
 
 
 def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[list, float]:
     """A plain `model.generate` loop, greedy, stopping on the same tokens: (texts and token counts, wall seconds)."""
-    from fastmath.generation import stop_token_ids
+    from fastmath.generation import greedy_kwargs, stop_token_ids
+    from fastmath.tracking import reset_peak_memory
 
     eos = stop_token_ids(model, tokenizer)
 
     def one(prompt: str, limit: int) -> tuple[str, int]:
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-        out = model.generate(
-            **inputs,
-            max_new_tokens=limit,
-            do_sample=False,
-            repetition_penalty=1.0,
-            eos_token_id=eos,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        out = model.generate(**inputs, **greedy_kwargs(eos, tokenizer.pad_token_id), max_new_tokens=limit)
         new = out[0, inputs["input_ids"].shape[1] :].tolist()
         end = next((i for i, t in enumerate(new) if t in eos), len(new))
         return tokenizer.decode(new[:end], skip_special_tokens=True), min(end + 1, len(new))
 
-    one(prompts[0], 4)  # warm-up
-    _synchronize()
+    one(prompts[0], 4)  # warm-up, as for the engine
+    common.synchronize()
+    reset_peak_memory()
     start = time.perf_counter()
     outputs = [one(p, max_new_tokens) for p in prompts]
-    _synchronize()
+    common.synchronize()
     return outputs, time.perf_counter() - start
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: fastmath's own code paths measured side by side, results in bench/results/, table in docs/."""

@@ -1,0 +1,154 @@
+"""The bench scripts on the tiny model, on CPU: they run as real processes and write the figures they promise.
+
+No timing is asserted: CPU figures are smoke tests. What is asserted is what must hold anywhere:
+padding-free batches carry no padding, and where both sides compute the same math, the first
+losses agree (loss parity).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import common
+
+from .conftest import GSM8K_TEST, GSM8K_TRAIN, REPO
+
+SMALL = ["--problems", "16", "--steps", "3", "--batch-size", "4", "--warmup-steps", "1"]
+
+
+def bench(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`python bench/<script> ...` from the repository root, results and docs written under tmp_path."""
+    cmd = [sys.executable, f"bench/{script}", *args, "--results-dir", str(tmp_path / "results")]
+    cmd += ["--docs", str(tmp_path / "benchmarks.md")]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}  # CPU, even on a GPU box
+    env.pop("PYTHONPATH", None)  # the scripts must find the repository on their own
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_model, shared_data, tmp_path_factory) -> tuple[dict, Path]:
+    """One gpu_compare run of the SFT part, into a results file that already holds an eval part."""
+    tmp = tmp_path_factory.mktemp("gpu_compare")
+    out = tmp / "results" / "gpu_compare-cpu-tiny-qwen2.json"
+    out.parent.mkdir()
+    out.write_text(json.dumps({"bench": "gpu_compare", "parts": {"eval": {"date": "earlier", "speedup": 20.0}}}))
+    bench(
+        "gpu_compare.py", "--model", str(tiny_model), "--parts", "sft", "--work-dir", str(tmp / "work"), *SMALL,
+        tmp_path=tmp,
+    )  # fmt: skip
+    return json.loads(out.read_text()), tmp
+
+
+def test_sft_throughput_padded_vs_padding_free(tiny_model, shared_data, tmp_path):
+    p = bench(
+        "sft_throughput.py", "--model", str(tiny_model), "--modes", "padded,padding_free", *SMALL, tmp_path=tmp_path
+    )
+    result = json.loads((tmp_path / "results" / "sft_throughput-cpu.json").read_text())
+    assert result["command"].startswith("python bench/sft_throughput.py --model")
+    assert result["device"]["kind"] == "cpu" and result["versions"]["trl"] == "1.14.2" and result["date"]
+    padded, free = result["modes"]["padded"], result["modes"]["padding_free"]
+    assert padded["pad_fraction"] > 0 and free["pad_fraction"] == 0
+    assert padded["tokens"] == free["tokens"] > 0, "same problems and steps: the same non-pad tokens"
+    for mode in (padded, free):
+        assert mode["tokens_per_s"] > 0 and mode["peak_memory_gb"] > 0 and mode["steps"] == 3
+        assert mode["tokens_per_s_basis"].startswith("steps 2-3")
+    assert free["first_loss"] == pytest.approx(padded["first_loss"], rel=1e-4), "same first batch, same loss"
+    assert result["ratios"]["padding_free/padded"]["tokens_per_s"] > 0
+    assert "padding_free/padded: tokens/s" in p.stdout
+    docs = (tmp_path / "benchmarks.md").read_text()
+    assert "## SFT batching" in docs and "| padding_free |" in docs
+
+
+def test_gpu_compare_sft_parity_and_honest_notes(compared):
+    result, _ = compared
+    assert result["command"].startswith("python bench/gpu_compare.py") and result["versions"]["torch"]
+    sft = result["parts"]["sft"]
+    fast, baseline = sft["fast"], sft["baseline"]
+    assert (fast["backend"], fast["batching"]) == ("hf", "padding_free"), "no CUDA: the fast side falls back"
+    assert "Unsloth was not run" in fast["note"] and any("Unsloth was not run" in n for n in sft["notes"])
+    assert (baseline["backend"], baseline["batching"], baseline["gradient_checkpointing"]) == ("hf", "padded", True)
+    assert fast["pad_fraction"] == 0 < baseline["pad_fraction"]
+    assert sft["speedup"] > 0 and sft["memory_ratio"] > 0
+    assert sft["parity"]["key"] == "loss" and sft["parity"]["relative_diff"] < 1e-4 and sft["parity"]["same_tokens"]
+    assert all(t["applies"] is False and t["met"] is None for t in sft["targets"])
+
+
+def test_gpu_compare_merges_parts_and_marks_h100_pending(compared):
+    result, tmp = compared
+    assert list(result["parts"]) == ["eval", "sft"], "a part run earlier is kept, the new one added"
+    assert result["parts"]["eval"]["date"] == "earlier"
+    docs = (tmp / "benchmarks.md").read_text()
+    assert "H100, Qwen2.5-7B: pending" in docs and "n/a: not 7B + Unsloth on a GPU" in docs
+    assert "bash ../shared/device/gpu-bundle.sh .gpu-site" in docs
+    assert "python bench/gpu_compare.py --shape 7b --parts sft,dpo,eval" in docs
+
+
+def test_dpo_and_eval_workers_on_the_sft_adapter(compared, tiny_model, shared_data):
+    """The DPO and eval sides, in this process (a fresh process each costs seconds of imports)."""
+    from bench import gpu_compare
+
+    _, tmp = compared
+    (sft_run,) = (tmp / "work" / "runs").glob("*/sft-fast")
+    pairs = gpu_compare.write_pairs(GSM8K_TRAIN, 8, tmp / "pairs.jsonl")
+    overrides = {
+        "model.name": str(tiny_model),
+        "model.load_in_4bit": False,
+        "dpo.sft_run": str(sft_run),
+        "dpo.pairs": str(pairs),
+        "dpo.batch_size": 2,
+        "training.max_steps": 2,
+        "training.logging_steps": 1,
+        "training.report_to": "none",
+        "training.output_dir": str(tmp / "dpo"),
+    }
+    spec = {"stage": "dpo", "recipe": str(common.DPO_RECIPE), "overrides": overrides, "warmup_steps": 1}
+    dpo = common.train_task({**spec, "backend": "hf"})
+    assert dpo["backend"] == "hf" and dpo["steps"] == 2 and dpo["tokens_per_s"] > 0
+    assert dpo["first_logs"]["loss"] == pytest.approx(0.6931, abs=1e-3), "policy == reference at the first step"
+    assert dpo["first_logs"]["logps/chosen"] < 0
+
+    spec = {
+        "recipe": str(common.SFT_RECIPE),
+        "overrides": {"model.name": str(tiny_model), "model.load_in_4bit": False},
+        "adapter": str(sft_run),
+        "data": str(GSM8K_TEST),
+        "problems": 3,
+        "max_new_tokens": 6,
+        "backend": "hf",
+    }
+    batched = gpu_compare.batched_eval_task({**spec, "batch_size": None})
+    sequential = gpu_compare.sequential_eval_task(spec)
+    for side in (batched, sequential):
+        assert side["problems"] == 3 and side["problems_per_s"] > 0 and 0 < side["tokens_per_problem"] <= 6
+        assert side["projected_full_test_s"] == pytest.approx(common.GSM8K_TEST_SIZE / side["problems_per_s"], rel=0.01)
+
+
+def test_random_model_shapes_are_qwen25s_and_built_once(tmp_path, monkeypatch):
+    """The 7B and 1.5B configs give Qwen2.5's published parameter counts; a build is reused."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    published = {"7b": 7_615_616_512, "1.5b": 1_543_714_304}
+    for shape, count in published.items():
+        with torch.device("meta"):
+            model = Qwen2ForCausalLM(Qwen2Config(**common.QWEN25, **common.SHAPES[shape]))
+        assert sum(p.numel() for p in model.parameters()) == count
+
+    # the same build path, at a CPU-sized shape
+    mini = dict(common.SHAPES["1.5b"], hidden_size=64, intermediate_size=96, num_hidden_layers=1, vocab_size=4096)
+    monkeypatch.setitem(common.SHAPES, "mini", {**mini, "num_attention_heads": 4, "num_key_value_heads": 2})
+    record = common.build_task({"shape": "mini", "path": str(tmp_path / "mini")})
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(Qwen2Config(**common.QWEN25, **common.SHAPES["mini"]))
+    assert record["parameters"] == sum(p.numel() for p in model.parameters())  # tied: stored once
+    assert record["dtype_on_disk"] == "bfloat16" and record["config"]["vocab_size"] == 4096
+    monkeypatch.setattr(common, "run_worker", lambda *a: pytest.fail("a finished build must be reused"))
+    assert common.ensure_model("mini", tmp_path / "mini") == record
