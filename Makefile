@@ -5,7 +5,7 @@ ARGS    ?=
 OUTPUTS ?= outputs
 TINY    ?= models/tiny-qwen2
 
-.PHONY: help install test lint sft dpo pairs eval prompts app quickstart bench clean
+.PHONY: help install test lint sft pairs dpo eval prompts app quickstart bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -15,6 +15,10 @@ install:  ## install the pinned stack (+ Unsloth/bitsandbytes/xformers when a CU
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "CUDA GPU found: installing requirements-gpu.txt"; $(PY) -m pip install -r requirements-gpu.txt; \
 	else echo "no CUDA GPU: skipping requirements-gpu.txt (Unsloth, bitsandbytes, xformers)"; fi
+	@# Debian's chromium drives the app's browser test (Playwright never downloads a browser here).
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif [ ! -x /usr/bin/chromium ]; then echo "note: install chromium (apt-get install chromium) for the browser test"; fi
 
 lint:  ## ruff lint + format check
 	$(PY) -m ruff check .
@@ -26,9 +30,27 @@ test: lint  ## lint, then the whole test suite (CPU, offline)
 sft:  ## supervised fine-tuning: make sft RECIPE=recipes/x.yaml ARGS="lora.r=8"
 	$(PY) -m fastmath sft $(or $(RECIPE),recipes/qwen2.5-7b-sft.yaml) $(ARGS)
 
-quickstart:  ## offline CPU demo on a tiny model the project builds: minutes
-	$(PY) -m fastmath tiny-model $(TINY)
-	$(PY) -m fastmath sft recipes/tiny-sft.yaml training.output_dir=$(OUTPUTS) $(ARGS)
+pairs:  ## mine DPO pairs from the newest SFT run's own solutions
+	$(PY) -m fastmath pairs $(or $(RECIPE),recipes/qwen2.5-7b-dpo.yaml) $(ARGS)
+
+dpo:  ## DPO of the newest SFT run on its mined pairs
+	$(PY) -m fastmath dpo $(or $(RECIPE),recipes/qwen2.5-7b-dpo.yaml) $(ARGS)
+
+eval:  ## evaluate the newest SFT run on GSM8K test with CoT: make eval ARGS="--dataset mgsm_zh"
+	$(PY) -m fastmath eval $(ARGS)
+
+prompts:  ## compare every prompt strategy in one table: make prompts ARGS="--samples 200"
+	$(PY) -m fastmath prompts $(ARGS)
+
+app:  ## the Streamlit app over outputs/ (localhost:8501)
+	$(PY) -m streamlit run app.py --server.address localhost -- --outputs $(OUTPUTS)
+
+quickstart:  ## offline CPU demo on a tiny model the project builds: tiny model -> SFT -> pairs -> DPO -> eval
+	$(PY) -m fastmath quickstart --outputs $(OUTPUTS) --model $(TINY) $(ARGS)
+
+bench:  ## CPU smoke runs of the benchmarks (GPU figures: docs/benchmarks.md)
+	$(PY) bench/sft_throughput.py
+	$(PY) bench/eval_throughput.py
 
 clean:  ## remove outputs/ and models/ (runs and tiny models)
 	rm -rf outputs models

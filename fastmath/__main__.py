@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prompts": ("fastmath.evaluate", "compare every prompt strategy in one table"),
     "grade": ("fastmath.grading", "re-grade a JSONL file of completions"),
     "solve": ("fastmath.solve", "answer math problems in the terminal"),
+    "quickstart": ("fastmath.quickstart", "tiny model -> SFT -> pairs -> DPO -> eval, offline on CPU"),
     "latest-run": ("fastmath.rundir", "print the newest run directory of a stage"),
 }
 

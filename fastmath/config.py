@@ -67,8 +67,9 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     optim: str = "auto"  # auto = adamw_8bit with 4-bit on CUDA, else adamw_torch
     # padding_free: a batch's examples back to back in one row, no pads, attention kept apart;
-    # packed: rows of max_seq_length filled best-fit (batch_size then counts rows); padded: classic.
-    batching: str = "padding_free"
+    # packed: rows of max_seq_length filled best-fit (batch_size then counts rows); padded: classic;
+    # auto: padding_free where attention takes variable-length rows (Unsloth, flash attention), else padded.
+    batching: str = "auto"
     gradient_checkpointing: bool = True
     logging_steps: int = 10
     save_steps: int = 200
@@ -136,7 +137,7 @@ CHOICES = {
     "model.backend": ("auto", "unsloth", "hf"),
     "model.dtype": ("auto", "bfloat16", "float16", "float32"),
     "data.language": ("auto", "en", "zh"),
-    "training.batching": ("padding_free", "packed", "padded"),
+    "training.batching": ("auto", "padding_free", "packed", "padded"),
     "training.report_to": ("tensorboard", "none"),
 }
 

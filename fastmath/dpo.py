@@ -52,8 +52,10 @@ def dpo_dataset(pairs: list[Pair], system: str | None):
 def run_dpo(recipe: Recipe, resume: Path | None = None, callbacks: tuple = ()) -> Path:
     """Align the SFT adapter on preference pairs as the recipe says; return the run directory."""
     sft_run = sft_parent(recipe)
-    # The adapter only fits the base model it was trained on: take the model from the SFT run.
-    recipe.model.name = load_recipe(sft_run / "recipe.yaml").model.name
+    # The adapter fits only the base model it was trained on, and DPO trains that same adapter:
+    # take the model name and the LoRA shape from the SFT run, so recipe.yaml records what ran.
+    parent = load_recipe(sft_run / "recipe.yaml")
+    recipe.model.name, recipe.lora = parent.model.name, parent.lora
     pairs = load_pairs(recipe.dpo.pairs or sft_run / "pairs.jsonl")
     hub.resolve(recipe.model.name)
 

@@ -6,7 +6,7 @@ Layout (read by eval, DPO and the app):
   metrics.jsonl   one line per logging step
   summary.json    final figures, written once at the end
   adapter_*       the PEFT adapter (+ tokenizer files); checkpoint-N/ while training
-  eval/<dataset>/<strategy>.jsonl and eval/<dataset>/summary.json
+  eval/<dataset>/<strategy>.jsonl, <strategy>.settings.json and summary.json (fastmath.evaluate)
 """
 
 from __future__ import annotations

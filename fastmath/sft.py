@@ -49,6 +49,17 @@ def sft_dataset(problems, tokenizer, recipe: Recipe):
     return Dataset.from_list(rows)
 
 
+def resolve_batching(batching: str, backend: str, attn_implementation: str) -> str:
+    """`auto`: padding-free where attention kernels take variable-length rows, padded elsewhere.
+
+    Under SDPA a padding-free row is one long sequence with a block-diagonal mask: correct, but
+    its attention cost grows with the square of the whole row (bench/sft_throughput.py measures it).
+    """
+    if batching != "auto":
+        return batching
+    return "padding_free" if backend == "unsloth" or attn_implementation.startswith("flash") else "padded"
+
+
 def run_sft(recipe: Recipe, resume: Path | None = None, callbacks: tuple = ()) -> Path:
     """Train a LoRA adapter as the recipe says; return the run directory."""
     # Inputs first, before the heavy imports: a bad data file or an unreachable hub must fail in
@@ -70,7 +81,7 @@ def run_sft(recipe: Recipe, resume: Path | None = None, callbacks: tuple = ()) -
     dataset = sft_dataset(problems, tokenizer, recipe)
     run_dir = resume or rundir.create(recipe, "sft")
 
-    batching = recipe.training.batching
+    batching = resolve_batching(recipe.training.batching, backend, recipe.model.attn_implementation)
     config = SFTConfig(
         **trainer_args(recipe, run_dir, backend),
         # padding_free: each batch is one row of its examples back to back, positions restarting

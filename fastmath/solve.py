@@ -177,11 +177,14 @@ class Solution:
                 self._error = e
                 streamer.end()
 
-        threading.Thread(target=work, name="fastmath-solve", daemon=True).start()
+        worker = threading.Thread(target=work, name="fastmath-solve", daemon=True)
+        worker.start()
         while True:
             try:
                 chunk = next(streamer)
             except StopIteration:
+                # generate returns just after ending the stream; exiting under its live thread aborts
+                worker.join()
                 return
             except queue.Empty:
                 chunk = ""

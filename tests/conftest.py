@@ -24,7 +24,6 @@ MGSM_ZH = SHARED_DATA / "mgsm" / "mgsm_zh.tsv"
 OVERFIT = {
     "data.train": str(GSM8K_TRAIN),
     "data.limit": 16,
-    "training.num_epochs": 80,
     "training.save_steps": 1000,
     "training.logging_steps": 10,
 }

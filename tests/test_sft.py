@@ -238,3 +238,12 @@ def test_unreachable_hub_fails_fast_with_the_fixes(tmp_path):
     ):
         assert fix in p.stderr
     assert "Traceback" not in p.stderr and not (tmp_path / "out").exists()
+
+
+def test_auto_batching_is_padding_free_only_where_attention_takes_variable_length_rows():
+    from fastmath.sft import resolve_batching
+
+    assert resolve_batching("auto", "unsloth", "sdpa") == "padding_free"
+    assert resolve_batching("auto", "hf", "flash_attention_2") == "padding_free"
+    assert resolve_batching("auto", "hf", "sdpa") == "padded"
+    assert resolve_batching("packed", "hf", "sdpa") == "packed"
