@@ -408,7 +408,7 @@ def train_task(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "backend": backend,
         "note": note,
-        "batching": "padded (DPO)" if dpo else recipe.training.batching,
+        "batching": "padded (DPO)" if dpo else summary["batching"],  # as run (`auto` resolved)
         "load_in_4bit": use_4bit(recipe.model),
         "dtype": str(torch_dtype(recipe.model)).removeprefix("torch."),
         "attn_implementation": recipe.model.attn_implementation,
