@@ -312,7 +312,7 @@ def _adapter_dir(lora: str | None, model: str | None, output_dir: Path) -> Path 
     return rundir.adapter_run(lora, output_dir)
 
 
-def _base_run_dir(output_dir: Path, model: str) -> Path:
+def base_run_dir(output_dir: Path, model: str) -> Path:
     """`outputs/base-<model>/`, with a run.json so the app lists a base model's evaluations."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name).strip("-")
     run = output_dir / f"base-{name}"
@@ -364,7 +364,7 @@ def run(argv: list[str], prog: str, all_strategies: bool) -> int:
     recipe, adapter = _resolve(args, rest)
     cfg = recipe.eval
     datasets = [load_dataset(name, args.data_dir) for name in cfg.datasets]
-    run_dir = adapter or _base_run_dir(Path(args.output_dir), recipe.model.name)
+    run_dir = adapter or base_run_dir(Path(args.output_dir), recipe.model.name)
 
     from fastmath.models import load_for_inference
 

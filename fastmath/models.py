@@ -66,7 +66,7 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def _hf_base(cfg: ModelConfig, name: str):
+def _hf_base(cfg: ModelConfig):
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype(cfg), "attn_implementation": cfg.attn_implementation}
@@ -82,7 +82,7 @@ def _hf_base(cfg: ModelConfig, name: str):
             bnb_4bit_compute_dtype=torch_dtype(cfg),
         )
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    return AutoModelForCausalLM.from_pretrained(hub.resolve(name), **kwargs)
+    return AutoModelForCausalLM.from_pretrained(hub.resolve(cfg.name), **kwargs)
 
 
 def peft_lora_config(lora: LoraConfig):
@@ -127,7 +127,7 @@ def load_for_training(
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     tokenizer = load_tokenizer(cfg.name)
-    model = _hf_base(cfg, cfg.name)
+    model = _hf_base(cfg)
     if use_4bit(cfg):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     if adapter is None:
@@ -152,7 +152,7 @@ def load_for_inference(cfg: ModelConfig, adapter: str | None = None, backend: st
         FastLanguageModel.for_inference(model)
     else:
         tokenizer = load_tokenizer(cfg.name)
-        model = _hf_base(cfg, cfg.name)
+        model = _hf_base(cfg)
         if adapter:
             from peft import PeftModel
 

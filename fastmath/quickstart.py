@@ -25,6 +25,7 @@ STRATEGY = "zero_shot"  # the prompt SFT trains on
 
 def evaluate_run(model: Path, adapter: Path | None, outputs: Path, samples: int, max_new_tokens: int) -> dict:
     """Run `python -m fastmath eval` in-process on the first `samples` problems; return its summary."""
+    from fastmath.evaluate import base_run_dir
     from fastmath.evaluate import main as eval_main
 
     argv = ["--model", str(model), "--dataset", str(DATA), "--strategies", STRATEGY, "--samples", str(samples),
@@ -32,7 +33,7 @@ def evaluate_run(model: Path, adapter: Path | None, outputs: Path, samples: int,
     if adapter is not None:
         argv += ["--lora", str(adapter)]
     eval_main(argv)
-    run_dir = adapter or next(p for p in outputs.glob("base-*") if (p / "eval").is_dir())
+    run_dir = adapter or base_run_dir(outputs, str(model))
     return json.loads((run_dir / "eval" / DATA.stem / "summary.json").read_text())[STRATEGY] | {"run": str(run_dir)}
 
 

@@ -86,6 +86,7 @@ def create(recipe: Recipe, stage: str, parent: str | None = None) -> Path:
     name = [recipe.training.run_name or _default_name(stage, recipe.model.name)]
     if state.num_processes > 1:
         broadcast_object_list(name)
+    recipe.training.run_name = name[0]
     run_dir = Path(recipe.training.output_dir) / name[0]
     if state.is_main_process:
         if (run_dir / "run.json").exists():
@@ -94,7 +95,6 @@ def create(recipe: Recipe, stage: str, parent: str | None = None) -> Path:
                 f"or continue it with --resume {run_dir}"
             )
         run_dir.mkdir(parents=True, exist_ok=True)
-        recipe.training.run_name = name[0]
         save_recipe(recipe, run_dir / "recipe.yaml")
         atomic_write_json(
             run_dir / "run.json",
@@ -107,7 +107,6 @@ def create(recipe: Recipe, stage: str, parent: str | None = None) -> Path:
             },
         )
     state.wait_for_everyone()
-    recipe.training.run_name = name[0]
     return run_dir
 
 

@@ -2,7 +2,7 @@
 
     python -m fastmath sft recipes/qwen2.5-7b-sft.yaml training.num_epochs=1 lora.r=8
     python -m fastmath sft --resume outputs/<run>           # continue from its last checkpoint
-    accelerate launch -m fastmath sft RECIPE model.backend=hf   # several GPUs (DDP)
+    accelerate launch --multi_gpu --num_processes 2 -m fastmath sft RECIPE model.backend=hf   # DDP
 
 Read top to bottom: `run_sft` is the whole recipe.
 """

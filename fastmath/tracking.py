@@ -42,10 +42,6 @@ class TokenCounter:
             self.trained += int(batch["completion_mask"].sum())
         return batch
 
-    @property
-    def pad_fraction(self) -> float:
-        return self.pad / max(1, self.pad + self.tokens)
-
 
 class MetricsCallback(TrainerCallback):
     """Appends each logging step to metrics.jsonl (main process), with tokens/s since the last log.

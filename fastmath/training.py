@@ -18,7 +18,7 @@ from fastmath.models import torch_dtype, use_4bit
 from fastmath.tracking import MetricsCallback, TokenCounter, peak_memory, reset_peak_memory
 
 
-def trainer_args(recipe: Recipe, run_dir: Path, backend: str, **extra):
+def trainer_args(recipe: Recipe, run_dir: Path, backend: str) -> dict[str, Any]:
     """TrainingArguments fields shared by SFT and DPO (TRL's configs subclass them)."""
     t = recipe.training
     optim = t.optim
@@ -53,7 +53,6 @@ def trainer_args(recipe: Recipe, run_dir: Path, backend: str, **extra):
         ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
-        **extra,
     )
 
 
