@@ -10,15 +10,19 @@ TINY    ?= models/tiny-qwen2
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-install:  ## install the pinned stack (+ Unsloth/bitsandbytes/xformers when a CUDA GPU is present)
+install:  ## install the pinned stack and fastmath itself (+ the GPU packages on a CUDA machine)
 	$(PY) -m pip install -r requirements.txt
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "CUDA GPU found: installing requirements-gpu.txt"; $(PY) -m pip install -r requirements-gpu.txt; \
 	else echo "no CUDA GPU: skipping requirements-gpu.txt (Unsloth, bitsandbytes, xformers)"; fi
-	@# Debian's chromium drives the app's browser test (Playwright never downloads a browser here).
-	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	elif [ ! -x /usr/bin/chromium ]; then echo "note: install chromium (apt-get install chromium) for the browser test"; fi
+	@# fastmath itself, editable: `python -m fastmath` and `fastmath` then work from any folder.
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	@# Debian packages: bubblewrap isolates model-written programs (pot); chromium drives the browser test.
+	@missing=""; command -v bwrap >/dev/null 2>&1 || missing="bubblewrap"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	elif [ -n "$$missing" ]; then echo "note: install$$missing (apt-get install -y$$missing): bubblewrap for pot, chromium for the browser test"; fi
 
 lint:  ## ruff lint + format check
 	$(PY) -m ruff check .
@@ -28,13 +32,13 @@ test: lint  ## lint, then the whole test suite (CPU, offline)
 	$(PY) -m pytest -q
 
 sft:  ## supervised fine-tuning: make sft RECIPE=recipes/x.yaml ARGS="lora.r=8"
-	$(PY) -m fastmath sft $(or $(RECIPE),recipes/qwen2.5-7b-sft.yaml) $(ARGS)
+	$(PY) -m fastmath sft $(or $(RECIPE),qwen2.5-7b-sft) $(ARGS)
 
 pairs:  ## mine DPO pairs from the newest SFT run's own solutions
-	$(PY) -m fastmath pairs $(or $(RECIPE),recipes/qwen2.5-7b-dpo.yaml) $(ARGS)
+	$(PY) -m fastmath pairs $(or $(RECIPE),qwen2.5-7b-dpo) $(ARGS)
 
 dpo:  ## DPO of the newest SFT run on its mined pairs
-	$(PY) -m fastmath dpo $(or $(RECIPE),recipes/qwen2.5-7b-dpo.yaml) $(ARGS)
+	$(PY) -m fastmath dpo $(or $(RECIPE),qwen2.5-7b-dpo) $(ARGS)
 
 eval:  ## evaluate the newest SFT run on GSM8K test with CoT: make eval ARGS="--dataset mgsm_zh"
 	$(PY) -m fastmath eval $(ARGS)

@@ -110,7 +110,7 @@ def git_state() -> dict[str, Any] | None:
 
 def provenance() -> dict[str, Any]:
     """When, how and with what a result was made: enough to run it again."""
-    from fastmath.rundir import library_versions
+    from fastmath.runs import library_versions
 
     env_keys = ("PYTHONPATH", "HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES", "UNSLOTH_DISABLE_STATISTICS")
     return {
@@ -307,17 +307,19 @@ def add_training_args(parser: argparse.ArgumentParser, steps: int) -> None:
 
 
 def training_overrides(
-    args: argparse.Namespace, model: Path, output_dir: Path, steps: int | None = None
+    args: argparse.Namespace, model: Path, output_dir: Path, steps: int | None = None, stage: str = "sft"
 ) -> dict[str, Any]:
-    """Recipe overrides every run of a comparison shares: model, data, schedule, per-step logging."""
-    from fastmath.config import parse_overrides
+    """Recipe overrides every run of a comparison shares: model, data, the stage's schedule, per-step logging."""
+    from fastmath.cli import parse_overrides
+    from fastmath.config import SCHEDULE_SECTION
 
+    schedule = SCHEDULE_SECTION[stage]
     return {
         "model.name": str(model),
         "data.train": str(args.data.resolve()),
         "data.limit": args.problems,
-        "training.max_steps": steps or args.steps,
-        "training.batch_size": args.batch_size,
+        f"{schedule}.max_steps": steps or args.steps,
+        f"{schedule}.batch_size": args.batch_size,
         "training.gradient_accumulation_steps": args.grad_accum,
         "training.logging_steps": 1,  # every step timed
         "training.save_steps": 1_000_000,  # no checkpoints inside the timed steps
@@ -384,23 +386,27 @@ def make_clock(warmup_steps: int):
 
 def train_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Worker: one real `run_sft` / `run_dpo` with the spec's recipe, and the figures a comparison needs."""
-    from fastmath.config import load_recipe
+    from fastmath import cli
     from fastmath.models import activate, resolve_backend, torch_dtype, use_4bit
 
-    recipe = load_recipe(spec["recipe"], spec["overrides"])
-    note = None
+    overrides, note = dict(spec["overrides"]), None
     if spec.get("backend"):  # else the recipe's model.backend decides, as in `python -m fastmath sft`
-        recipe.model.backend, note = pick_backend(spec["backend"])
+        overrides["model.backend"], note = pick_backend(spec["backend"])
+    inv = cli.invocation(spec["stage"], str(spec["recipe"]), overrides)  # as the command line resolves it
+    recipe = inv.recipe
     backend = resolve_backend(recipe.model)
     activate(backend)
     import torch
 
     clock = make_clock(spec["warmup_steps"])
     if spec["stage"] == "dpo":
-        from fastmath.dpo import run_dpo as run
+        from fastmath.train.dpo import run_dpo
+
+        run_dir = run_dpo(recipe, inv.parent, backend, callbacks=(clock,))
     else:
-        from fastmath.sft import run_sft as run
-    run_dir = run(recipe, callbacks=(clock,))
+        from fastmath.train.sft import run_sft
+
+        run_dir = run_sft(recipe, backend, callbacks=(clock,))
 
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     steady = clock.steady()

@@ -44,10 +44,11 @@ def main() -> None:
     model = args.model or str(work / "model")
     if not args.model:
         fastmath("tiny-model", model, "--hidden-size", str(args.hidden_size), "--layers", "4")
-    common = [f"model.name={model}", f"training.output_dir={work / 'runs'}", f"training.max_steps={args.steps}",
+    common = [f"model.name={model}", f"training.output_dir={work / 'runs'}",
               "training.save_steps=1000", "training.report_to=none"]  # fmt: skip
     fastmath("sft", "recipes/tiny-sft.yaml", *common, f"data.train={args.data}", "data.limit=64",
-             f"training.batch_size={args.batch_size}", "training.run_name=sft")  # fmt: skip
+             f"training.max_steps={args.steps}", f"training.batch_size={args.batch_size}",
+             "training.run_name=sft")  # fmt: skip
     # Pairs of the same problems: the reference solution preferred over a wrong final line.
     pairs = work / "pairs.jsonl"
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[:64]]
@@ -57,7 +58,7 @@ def main() -> None:
                 for r, w in zip(rows, wrong, strict=True))
     )  # fmt: skip
     fastmath("dpo", "recipes/tiny-dpo.yaml", *common, f"dpo.sft_run={work / 'runs' / 'sft'}", f"dpo.pairs={pairs}",
-             f"dpo.batch_size={args.batch_size}", "training.run_name=dpo")  # fmt: skip
+             f"dpo.max_steps={args.steps}", f"dpo.batch_size={args.batch_size}", "training.run_name=dpo")  # fmt: skip
 
     sft, dpo = (json.loads((work / "runs" / name / "summary.json").read_text()) for name in ("sft", "dpo"))
     result = {

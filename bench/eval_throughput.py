@@ -6,7 +6,7 @@
 
 Both sides decode the same GSM8K test prompts (the zero-shot prompt SFT trains on) greedily with
 the same model loaded once, the same stop tokens and the same `max_new_tokens`: the only
-difference is batching (`fastmath.generation.generate`: length-sorted, left-padded batches) versus
+difference is batching (`fastmath.eval.generation.generate`: length-sorted, left-padded batches) versus
 a plain loop of `model.generate` calls. Each side is warmed up first and timed alone (CUDA
 synchronised). Also reported: how many answers are identical on both sides (greedy decoding of
 the same prompt should not depend on batching; on a GPU, low-precision kernels may differ in a few).
@@ -42,33 +42,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load(model_dir: Path, adapter: Path | None, overrides: list[str]):
-    """Model (+ adapter) and tokenizer as `fastmath eval` loads them: the adapter run's recipe, or the defaults."""
-    from fastmath.config import load_recipe, parse_overrides
+    """Model (+ adapter) and tokenizer as `python -m fastmath eval` loads them (the same resolution)."""
+    from fastmath import cli
+    from fastmath.models import activate, resolve_backend
+
+    typed = cli.parse_overrides(overrides) | ({} if adapter else {"model.name": str(model_dir)})
+    inv = cli.invocation("eval", None, typed, lora=str(adapter) if adapter else None, model=str(model_dir))
+    backend = resolve_backend(inv.recipe.model)
+    activate(backend)
     from fastmath.models import load_for_inference
 
-    recipe = adapter / "recipe.yaml" if adapter and (adapter / "recipe.yaml").is_file() else None
-    cfg = load_recipe(recipe, {**parse_overrides(overrides), "model.name": str(model_dir)}).model
-    return load_for_inference(cfg, str(adapter) if adapter else None)
+    return load_for_inference(inv.recipe.model, str(adapter) if adapter else None, backend)
 
 
 def batched(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int | None) -> tuple[list, float]:
     """The engine over every prompt, timed after a warm-up: (texts and token counts, wall seconds)."""
-    from fastmath.generation import generate
-    from fastmath.tracking import reset_peak_memory
+    from fastmath.eval.generation import Decoding, generate
+    from fastmath.train.trainer import reset_peak_memory
 
-    generate(model, tokenizer, prompts[:2], max_new_tokens=4, batch_size=2, progress=False)  # kernels, allocator
+    generate(model, tokenizer, prompts[:2], Decoding(max_new_tokens=4), batch_size=2)  # kernels, allocator
     common.synchronize()
     reset_peak_memory()
     start = time.perf_counter()
-    outputs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    outputs = generate(model, tokenizer, prompts, Decoding(max_new_tokens=max_new_tokens), batch_size, progress=True)
     common.synchronize()
     return [(o[0].text, o[0].tokens) for o in outputs], time.perf_counter() - start
 
 
 def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[list, float]:
     """A plain `model.generate` loop, greedy, stopping on the same tokens: (texts and token counts, wall seconds)."""
-    from fastmath.generation import greedy_kwargs, stop_token_ids
-    from fastmath.tracking import reset_peak_memory
+    from fastmath.eval.generation import greedy_kwargs, stop_token_ids
+    from fastmath.train.trainer import reset_peak_memory
 
     eos = stop_token_ids(model, tokenizer)
 
@@ -105,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     run = common.provenance()
     device = common.device_info()
     from fastmath.data import load_problems
-    from fastmath.prompts import chat_messages
-    from fastmath.templates import prompt_text
+    from fastmath.prompts import chat_messages, prompt_text
     from fastmath.tiny import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="eval-throughput-") as tmp:

@@ -13,7 +13,7 @@ process (Unsloth patches transformers for the whole process that imports it):
         both first logged losses are the base model's loss on the same first batch: loss parity.
   dpo   the same comparison for DPO steps; both sides continue this run's SFT adapter, on pairs
         built from GSM8K (chosen: the reference solution; rejected: the same with a wrong answer).
-  eval  problems/s of fastmath.generation's batched engine against one-at-a-time `model.generate`
+  eval  problems/s of fastmath.eval.generation's batched engine against one-at-a-time `model.generate`
         on the plain stack, and the projected wall time of the full 1,319-problem GSM8K test.
 
 Without CUDA the fast side cannot be Unsloth: it runs on hf (padding-free), and the JSON says so.
@@ -42,9 +42,9 @@ from bench import common, eval_throughput  # noqa: E402
 PARTS = ("sft", "dpo", "eval")
 # What each part needs from the project: (module, function).
 NEEDS = {
-    "sft": ("fastmath.sft", "run_sft"),
-    "dpo": ("fastmath.dpo", "run_dpo"),
-    "eval": ("fastmath.generation", "generate"),
+    "sft": ("fastmath.train.sft", "run_sft"),
+    "dpo": ("fastmath.train.dpo", "run_dpo"),
+    "eval": ("fastmath.eval.generation", "generate"),
 }
 # The plain stack the fast path is measured against (recipe keys that win over the recipe and the command line).
 # What `training.batching: auto` picks on Unsloth; said outright so the CPU fallback keeps it.
@@ -184,7 +184,7 @@ def dpo_part(ctx: Context) -> dict[str, Any]:
         return {"skipped": "DPO continues an SFT adapter: run --parts sft first (same --work-dir)"}
     pairs = write_pairs(ctx.args.data, ctx.args.problems, ctx.runs / "pairs.jsonl")
     shared = {
-        **common.training_overrides(ctx.args, ctx.model, ctx.runs, steps=ctx.args.dpo_steps),
+        **common.training_overrides(ctx.args, ctx.model, ctx.runs, steps=ctx.args.dpo_steps, stage="dpo"),
         "dpo.sft_run": str(sft_run),
         "dpo.pairs": str(pairs),
         "dpo.batch_size": ctx.args.dpo_batch_size,
@@ -238,7 +238,7 @@ def find_sft_run(ctx: Context) -> Path | None:
 
 def eval_part(ctx: Context) -> dict[str, Any]:
     """The batched engine on --eval-problems, one-at-a-time generate on --sequential-problems."""
-    from fastmath.config import parse_overrides
+    from fastmath.cli import parse_overrides
 
     a = ctx.args
     adapter = find_sft_run(ctx)  # a fine-tuned model, as `fastmath eval` sees one (base model if none)
@@ -272,16 +272,19 @@ def eval_part(ctx: Context) -> dict[str, Any]:
 
 def _load_for_eval(spec: dict[str, Any]):
     """Model (+ the SFT adapter), tokenizer and the rendered prompts, as `fastmath eval` would have them."""
+    from fastmath import runs
     from fastmath.config import load_recipe
     from fastmath.data import load_problems
 
     recipe = load_recipe(spec["recipe"], spec["overrides"])
+    if spec["adapter"]:  # the adapter's own base model and load settings, as `fastmath eval` takes them
+        recipe.model = runs.model_settings(Path(spec["adapter"]))
     backend, note = common.pick_backend(spec["backend"])
-    from fastmath.models import load_for_inference, use_4bit  # load_for_inference imports Unsloth first
+    from fastmath.models import activate, load_for_inference, use_4bit
 
-    model, tokenizer = load_for_inference(recipe.model, adapter=spec["adapter"], backend=backend)
-    from fastmath.prompts import chat_messages
-    from fastmath.templates import prompt_text
+    activate(backend)  # Unsloth first, before the model code loads
+    model, tokenizer = load_for_inference(recipe.model, spec["adapter"], backend)
+    from fastmath.prompts import chat_messages, prompt_text
 
     problems = load_problems(spec["data"], limit=spec["problems"], verbose=False)
     prompts = [prompt_text(tokenizer, chat_messages(p.question, p.lang, recipe.data.system_prompt)) for p in problems]
@@ -290,7 +293,7 @@ def _load_for_eval(spec: dict[str, Any]):
 
 
 def _eval_figures(info: dict[str, Any], tokens: list[int], wall: float, max_new_tokens: int) -> dict[str, Any]:
-    from fastmath.tracking import peak_memory
+    from fastmath.train.trainer import peak_memory
 
     rate = len(tokens) / wall
     return {
@@ -309,10 +312,10 @@ def _eval_figures(info: dict[str, Any], tokens: list[int], wall: float, max_new_
 
 
 def batched_eval_task(spec: dict[str, Any]) -> dict[str, Any]:
-    """Worker: fastmath.generation.generate over all prompts at once (greedy), as bench/eval_throughput.py times it."""
+    """Worker: the engine's `generate` over all prompts at once (greedy), as bench/eval_throughput.py times it."""
     model, tokenizer, prompts, info = _load_for_eval(spec)
     outputs, wall = eval_throughput.batched(model, tokenizer, prompts, spec["max_new_tokens"], spec["batch_size"])
-    info |= {"engine": "fastmath.generation.generate", "batch_size": spec["batch_size"] or "auto"}
+    info |= {"engine": "fastmath.eval.generation.generate", "batch_size": spec["batch_size"] or "auto"}
     return _eval_figures(info, [tokens for _, tokens in outputs], wall, spec["max_new_tokens"])
 
 

@@ -1,14 +1,18 @@
 """Recipes: YAML files parsed into typed dataclasses, with `section.key=value` overrides.
 
-The dataclasses below are the single source of truth for every recipe key, its type and its
-default (like TRL's config dataclasses); the YAML files only say what differs. Unknown keys
-and wrong types are errors that name the key and suggest the fix, because a silently ignored
-typo (`lora.rank: 64`) wastes a GPU-day.
+The dataclasses below are the single source of truth for every recipe key: its type, its default,
+its allowed values and what it means (the field's metadata, which `python -m fastmath sft --help`
+prints, as TRL's config dataclasses do). The YAML files only say what differs. Unknown keys, wrong
+types and values out of range are errors that name the key and the fix, because a silently ignored
+typo (`lora.rank: 64`) or a `lora.r: 0` that crashes an hour later wastes a GPU-day.
+
+Each stage reads its own sections (`STAGE_SECTIONS`); SFT's schedule is `training.num_epochs`,
+`training.batch_size`, `training.learning_rate`, DPO's is `dpo.*`, and a run's saved recipe.yaml
+holds only what its stage read, so it says exactly what ran.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import types
@@ -21,94 +25,141 @@ import yaml
 
 from fastmath.errors import FastmathError
 
+# The prompt strategies `fastmath.eval.strategies` implements (it checks that it implements exactly these).
+STRATEGY_NAMES = ("zero_shot", "few_shot", "cot", "zero_shot_cot", "structured_cot", "tot", "self_consistency", "pot")
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numbers: `low`/`high` bounds, each inclusive unless marked open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_1 = Range(1)
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1, high_open=True)
+
+
+def key(default: Any, help: str, *, choices: tuple[str, ...] = (), range: Range | None = None, schedule=False) -> Any:
+    """A recipe key: its default and metadata (help text, allowed values; `schedule`: one of
+    the per-stage training schedule keys)."""
+    meta = {"help": help, "choices": choices, "range": range, "schedule": schedule}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class ModelConfig:
-    name: str = "Qwen/Qwen2.5-7B-Instruct"  # hub id or local directory
-    backend: str = "auto"  # auto | unsloth | hf; auto = unsloth on one CUDA GPU, else hf
-    load_in_4bit: bool = True  # QLoRA; ignored on CPU, where bitsandbytes 4-bit does not run
-    max_seq_length: int = 1024
-    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
-    attn_implementation: str = "sdpa"
-    revision: str | None = None
+    name: str = key("Qwen/Qwen2.5-7B-Instruct", "hub id or local model directory")
+    revision: str | None = key(None, "hub revision (branch, tag or commit) of model.name")
+    backend: str = key(
+        "auto", "auto: Unsloth on a CUDA GPU, transformers + PEFT elsewhere", choices=("auto", "unsloth", "hf")
+    )
+    load_in_4bit: bool = key(True, "QLoRA: 4-bit base weights (CUDA only; CPU trains in full precision)")
+    max_seq_length: int = key(1024, "longest example in tokens; longer ones are dropped, never cut", range=AT_LEAST_1)
+    dtype: str = key(
+        "auto", "auto: bf16 where supported on CUDA, else fp32", choices=("auto", "bfloat16", "float16", "float32")
+    )
+    attn_implementation: str = key("sdpa", "transformers attention kernel (sdpa, eager, flash_attention_2)")
 
 
 @dataclass
 class LoraConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    r: int = key(16, "LoRA rank", range=AT_LEAST_1)
+    alpha: int = key(32, "LoRA scale numerator (scale = alpha / r)", range=AT_LEAST_1)
+    dropout: float = key(0.0, "dropout on the LoRA input", range=FRACTION)
+    target_modules: list[str] = key(DEFAULT_TARGET_MODULES, "linear layers that get an adapter")
 
 
 @dataclass
 class DataConfig:
-    train: str = "openai/gsm8k"  # hub dataset id, or a local .jsonl / .json / .tsv file
-    subset: str | None = "main"  # hub config name (GSM8K's is "main")
-    split: str = "train"
-    limit: int | None = None  # first N usable records (after cleaning), for quick runs
-    keep_calculator: bool = False  # keep GSM8K's <<48/2=24>> annotations in targets
-    language: str = "auto"  # auto | en | zh: language of prompts and of the final-answer line
-    system_prompt: str | None = None  # None = the strategy's default
+    train: str = key("openai/gsm8k", "hub dataset id, or a .jsonl/.json/.tsv file (fastmath:samples/... ships)")
+    subset: str | None = key("main", "hub dataset config (GSM8K's is main)")
+    split: str = key("train", "hub dataset split")
+    limit: int | None = key(None, "first N usable records, for quick runs (null = all)", range=AT_LEAST_1)
+    keep_calculator: bool = key(False, "keep GSM8K's <<48/2=24>> calculator marks in the targets")
+    language: str = key("auto", "prompt and final-answer language", choices=("auto", "en", "zh"))
+    system_prompt: str | None = key(None, "system prompt to train and answer with (null = the built-in one)")
 
 
 @dataclass
 class TrainingConfig:
-    num_epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides num_epochs
-    batch_size: int = 4  # per device
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optim: str = "auto"  # auto = adamw_8bit with 4-bit on CUDA, else adamw_torch
-    # padding_free: a batch's examples back to back in one row, no pads, attention kept apart;
-    # packed: rows of max_seq_length filled best-fit (batch_size then counts rows); padded: classic;
-    # auto: padding_free where attention takes variable-length rows (Unsloth, flash attention), else padded.
-    batching: str = "auto"
-    gradient_checkpointing: bool = True
-    logging_steps: int = 10
-    save_steps: int = 200
-    save_total_limit: int = 2
-    seed: int = 42
-    output_dir: str = "outputs"  # runs are written to <output_dir>/<run_name>/
-    run_name: str | None = None  # None = <stage>-<model>-<timestamp>
-    report_to: str = "tensorboard"  # tensorboard | none
+    num_epochs: float = key(3.0, "SFT: passes over the data", range=NON_NEGATIVE, schedule=True)
+    max_steps: int = key(-1, "SFT: optimizer steps; > 0 overrides num_epochs", schedule=True)
+    batch_size: int = key(4, "SFT: examples per device per step", range=AT_LEAST_1, schedule=True)
+    learning_rate: float = key(2e-4, "SFT: peak learning rate", range=POSITIVE, schedule=True)
+    gradient_accumulation_steps: int = key(1, "steps whose gradients add up to one update", range=AT_LEAST_1)
+    lr_scheduler: str = key("cosine", "transformers scheduler name (cosine, linear, constant, ...)")
+    warmup_ratio: float = key(0.03, "share of the steps spent warming up", range=FRACTION)
+    weight_decay: float = key(0.0, "AdamW weight decay", range=NON_NEGATIVE)
+    max_grad_norm: float = key(1.0, "gradient clipping norm", range=POSITIVE)
+    optim: str = key("auto", "optimizer; auto = adamw_8bit with 4-bit on CUDA, else adamw_torch")
+    batching: str = key(
+        "auto",
+        "padding_free: a batch's examples back to back in one row; packed: rows of max_seq_length; "
+        "padded: classic; auto: padding_free where attention takes variable-length rows, else padded",
+        choices=("auto", "padding_free", "packed", "padded"),
+    )
+    gradient_checkpointing: bool = key(True, "recompute activations in the backward pass to save memory")
+    logging_steps: int = key(10, "log metrics every N steps", range=AT_LEAST_1)
+    save_steps: int = key(200, "checkpoint every N steps (what --resume continues from)", range=AT_LEAST_1)
+    save_total_limit: int = key(2, "checkpoints kept", range=AT_LEAST_1)
+    seed: int = key(42, "random seed")
+    output_dir: str = key("outputs", "runs are written to <output_dir>/<run_name>/")
+    run_name: str | None = key(None, "the run's folder name (null = <stage>-<model>-<timestamp>)")
+    report_to: str = key("tensorboard", "extra metrics logger", choices=("tensorboard", "none"))
 
 
 @dataclass
 class DPOConfig:
-    sft_run: str | None = None  # run directory of the SFT adapter to align; None = newest SFT run
-    pairs: str | None = None  # preference JSON/JSONL; None = <sft_run>/pairs.jsonl from `fastmath pairs`
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    learning_rate: float = 5e-6
-    num_epochs: float = 1.0
-    batch_size: int = 2
-    max_length: int = 1024
-    samples_per_problem: int = 4  # `fastmath pairs`: solutions sampled per training problem
-    temperature: float = 0.8  # `fastmath pairs`: sampling temperature
-    problems: int | None = 512  # `fastmath pairs`: training problems to sample (None = all)
+    sft_run: str | None = key(None, "SFT run whose adapter is aligned (null = the newest finished one)")
+    pairs: str | None = key(None, "preference JSON/JSONL (null = <sft_run>/pairs.jsonl from `fastmath pairs`)")
+    beta: float = key(0.1, "strength of the pull towards the SFT policy", range=POSITIVE)
+    loss_type: str = key("sigmoid", "TRL DPO loss (sigmoid, ipo, hinge, ...)")
+    num_epochs: float = key(1.0, "DPO: passes over the pairs", range=NON_NEGATIVE, schedule=True)
+    max_steps: int = key(-1, "DPO: optimizer steps; > 0 overrides num_epochs", schedule=True)
+    batch_size: int = key(2, "DPO: pairs per device per step", range=AT_LEAST_1, schedule=True)
+    learning_rate: float = key(5e-6, "DPO: peak learning rate", range=POSITIVE, schedule=True)
+    max_length: int = key(1024, "longest prompt + answer in tokens", range=AT_LEAST_1)
+    samples_per_problem: int = key(4, "`fastmath pairs`: solutions sampled per problem", range=AT_LEAST_1)
+    temperature: float = key(0.8, "`fastmath pairs`: sampling temperature", range=POSITIVE)
+    problems: int | None = key(512, "`fastmath pairs`: training problems to sample (null = all)", range=AT_LEAST_1)
 
 
 @dataclass
 class EvalConfig:
-    datasets: list[str] = field(default_factory=lambda: ["gsm8k"])  # gsm8k | mgsm_zh | mgsm_en | FILE
-    strategies: list[str] = field(default_factory=lambda: ["cot"])
-    samples: int | None = None  # first N problems; None = all
-    batch_size: int | None = None  # None = found automatically (backs off on OOM)
-    max_new_tokens: int = 512
-    num_shots: int = 8  # exemplars for few-shot
-    sc_samples: int = 5  # self-consistency: k samples for maj@k
-    temperature: float = 0.7  # sampling temperature for self-consistency and ToT proposals
-    seed: int = 1234
-    tot_breadth: int = 2  # ToT: states kept in the beam
-    tot_depth: int = 6  # ToT: rounds (solution lines) at most
-    tot_proposals: int = 2  # ToT: next lines sampled per state; generations per problem <= 2*depth*breadth*proposals
+    datasets: list[str] = key(["gsm8k"], "gsm8k, mgsm_zh, mgsm_en or a .jsonl/.json/.tsv file")
+    strategies: list[str] = key(["cot"], "prompt strategies, in the order run", choices=STRATEGY_NAMES)
+    samples: int | None = key(None, "first N problems of each dataset (null = all)", range=AT_LEAST_1)
+    batch_size: int | None = key(None, "prompts per batch (null = found automatically)", range=AT_LEAST_1)
+    max_new_tokens: int = key(512, "longest answer in tokens", range=AT_LEAST_1)
+    num_shots: int = key(8, "few_shot: exemplars from the train split", range=NON_NEGATIVE)
+    sc_samples: int = key(5, "self_consistency: samples voted on (maj@k)", range=AT_LEAST_1)
+    temperature: float = key(0.7, "sampling temperature of self_consistency and ToT proposals", range=POSITIVE)
+    seed: int = key(1234, "seed of few-shot exemplars and of every sample")
+    tot_breadth: int = key(2, "ToT: states kept in the beam", range=AT_LEAST_1)
+    tot_depth: int = key(6, "ToT: rounds (solution lines) at most", range=AT_LEAST_1)
+    tot_proposals: int = key(2, "ToT: next lines sampled per state", range=AT_LEAST_1)
+    unsafe_no_os_sandbox: bool = key(
+        False, "pot without OS isolation (bubblewrap): model-written code then runs as you, held only in-process"
+    )
 
 
 @dataclass
@@ -120,26 +171,66 @@ class Recipe:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def schedule(self, stage: str) -> Schedule:
+        """The stage's own epochs, steps, batch size and learning rate."""
+        section = self.dpo if stage == "dpo" else self.training
+        return Schedule(section.num_epochs, section.max_steps, section.batch_size, section.learning_rate)
+
+    def to_dict(self, stage: str | None = None) -> dict[str, Any]:
+        """Every key, or only the keys `stage` reads (what its run directory records)."""
+        tree = dataclasses.asdict(self)
+        if stage is None:
+            return tree
+        kept = {name: tree[name] for name in STAGE_SECTIONS[stage]}
+        for name, body in kept.items():
+            section = getattr(self, name)
+            for f in dataclasses.fields(section):
+                if f.metadata["schedule"] and SCHEDULE_SECTION.get(stage) != name:
+                    del body[f.name]
+        return kept
 
 
-# The seed project's flags, kept as aliases so old commands keep working.
-FLAG_ALIASES = {
-    "--model_name": "model.name",
-    "--output_dir": "training.output_dir",
-    "--epochs": "training.num_epochs",
-    "--batch_size": "training.batch_size",
-    "--learning_rate": "training.learning_rate",
+@dataclass(frozen=True)
+class Schedule:
+    num_epochs: float
+    max_steps: int
+    batch_size: int
+    learning_rate: float
+
+
+# The sections each stage reads, and which of them holds its schedule keys.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "sft": ("model", "lora", "data", "training"),
+    "dpo": ("model", "lora", "data", "training", "dpo"),
+    "pairs": ("model", "data", "dpo", "eval"),
+    "eval": ("model", "data", "eval"),
 }
+SCHEDULE_SECTION = {"sft": "training", "dpo": "dpo"}
 
-CHOICES = {
-    "model.backend": ("auto", "unsloth", "hf"),
-    "model.dtype": ("auto", "bfloat16", "float16", "float32"),
-    "data.language": ("auto", "en", "zh"),
-    "training.batching": ("auto", "padding_free", "packed", "padded"),
-    "training.report_to": ("tensorboard", "none"),
-}
+
+def keys(sections: tuple[str, ...], stage: str | None = None) -> list[tuple[str, dataclasses.Field, Any]]:
+    """(`section.key`, field, type) of every key in `sections`; with `stage`, the ones it reads."""
+    out = []
+    for section_field in dataclasses.fields(Recipe):
+        if section_field.name not in sections:
+            continue
+        cls = section_field.default_factory  # type: ignore[misc]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata["schedule"] and stage is not None and SCHEDULE_SECTION.get(stage) != section_field.name:
+                continue
+            out.append((f"{section_field.name}.{f.name}", f, hints[f.name]))
+    return out
+
+
+def type_name(hint: Any) -> str:
+    """`int`, `float`, `str | null`, `list[str]`: how --help names a key's type."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else type_name(a) for a in typing.get_args(hint))
+    if origin is list:
+        return f"list[{type_name(typing.get_args(hint)[0])}]"
+    return hint.__name__
 
 
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
@@ -172,20 +263,25 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     return value
 
 
-def _apply(recipe: Recipe, key: str, value: Any) -> None:
-    """Set `section.field` on `recipe`, validating the key's name and the value's type."""
+def apply(recipe: Recipe, key: str, value: Any) -> None:
+    """Set `section.field` on `recipe`, checking the key's name, the value's type and its allowed values."""
     section_name, _, field_name = key.partition(".")
-    sections = {f.name: f for f in dataclasses.fields(Recipe)}
+    sections = {f.name for f in dataclasses.fields(Recipe)}
     if section_name not in sections or not field_name:
         raise FastmathError(f"unknown recipe section {section_name!r} in {key!r}{_suggest(section_name, sections)}")
     section = getattr(recipe, section_name)
-    hints = typing.get_type_hints(type(section))
-    if field_name not in hints:
-        full = [f"{section_name}.{n}" for n in hints]
-        raise FastmathError(f"unknown recipe key {key!r}{_suggest(key, full)}")
-    value = _coerce(key, value, hints[field_name])
-    if key in CHOICES and value not in CHOICES[key]:
-        raise FastmathError(f"recipe key {key!r} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if field_name not in fields:
+        raise FastmathError(f"unknown recipe key {key!r}{_suggest(key, [f'{section_name}.{n}' for n in fields])}")
+    meta = fields[field_name].metadata
+    value = _coerce(key, value, typing.get_type_hints(type(section))[field_name])
+    for item in value if isinstance(value, list) else [value]:
+        if meta["choices"] and item not in meta["choices"]:
+            raise FastmathError(f"recipe key {key!r} takes {', '.join(meta['choices'])}; got {item!r}")
+    if isinstance(value, list) and not value:
+        raise FastmathError(f"recipe key {key!r} needs at least one value")
+    if meta["range"] is not None and value is not None and not meta["range"].allows(value):
+        raise FastmathError(f"recipe key {key!r} must be {meta['range']}, got {value!r}")
     setattr(section, field_name, value)
 
 
@@ -198,77 +294,55 @@ def _flatten(tree: dict[str, Any], source: str) -> dict[str, Any]:
     return flat
 
 
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """`key=value` pairs and the seed's `--flag value` aliases; values are parsed as YAML scalars."""
-    out: dict[str, Any] = {}
-    it = iter(args)
-    for arg in it:
-        if arg in FLAG_ALIASES:
-            raw = next(it, None)
-            if raw is None:
-                raise FastmathError(f"{arg} needs a value, e.g. {arg} 1")
-            key = FLAG_ALIASES[arg]
-        elif "=" in arg and not arg.startswith("-"):
-            key, raw = arg.split("=", 1)
-        else:
-            raise FastmathError(
-                f"cannot read argument {arg!r}: use section.key=value (e.g. training.num_epochs=1) "
-                f"or one of {', '.join(FLAG_ALIASES)}"
-            )
-        out[key] = yaml.safe_load(raw) if raw != "" else None
-    return out
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A recipe file's sections; every way a file can be unusable is a short error."""
+    if path.is_dir():
+        raise FastmathError(f"recipe {path} is a directory; give a .yaml file, e.g. {path}/tiny-sft.yaml")
+    if not path.is_file():
+        raise FastmathError(f"recipe file {str(path)!r} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise FastmathError(f"recipe {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise FastmathError(f"cannot read recipe {path}: {e.strerror}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise FastmathError(f"recipe {path} is not valid YAML: {e}") from None
+    if tree is None:
+        raise FastmathError(f"recipe {path} is empty; it must set at least model.name (see recipes/tiny-sft.yaml)")
+    if not isinstance(tree, dict):
+        raise FastmathError(f"recipe {path} must be a mapping of sections (model:, lora:, data:, training:)")
+    return tree
 
 
 def load_recipe(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Defaults, then the YAML file, then command-line overrides."""
+    """Defaults, then the YAML file, then command-line overrides, each key checked."""
     recipe = Recipe()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FastmathError(f"recipe file {str(path)!r} not found; recipes live in recipes/*.yaml")
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise FastmathError(f"recipe {path} is not valid YAML: {e}") from None
-        if not isinstance(tree, dict):
-            raise FastmathError(f"recipe {path} must be a mapping of sections (model:, lora:, data:, training:)")
-        for key, value in _flatten(tree, str(path)).items():
-            _apply(recipe, key, value)
-    for key, value in (overrides or {}).items():
-        _apply(recipe, key, value)
+        for key_, value in _flatten(read_yaml(Path(path)), str(path)).items():
+            apply(recipe, key_, value)
+    for key_, value in (overrides or {}).items():
+        apply(recipe, key_, value)
     return recipe
 
 
-def save_recipe(recipe: Recipe, path: str | Path) -> None:
+def validate(recipe: Recipe, stage: str) -> None:
+    """What no single key can say: a stage's schedule must train for at least one step."""
+    section = SCHEDULE_SECTION.get(stage)
+    if section is None:
+        return
+    s = recipe.schedule(stage)
+    if s.num_epochs <= 0 and s.max_steps <= 0:
+        raise FastmathError(
+            f"{section}.num_epochs={s.num_epochs:g} trains nothing: set {section}.num_epochs > 0 "
+            f"or {section}.max_steps > 0"
+        )
+
+
+def save_recipe(recipe: Recipe, path: str | Path, stage: str) -> None:
     from fastmath.io import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True))
-
-
-def recipe_from_argv(
-    argv: list[str], command: str, default_recipe: str, output_flag: bool = False
-) -> tuple[Recipe, Path | None, Path | None]:
-    """`RECIPE [key=value ...]`, or `--resume RUN_DIR` (training), or `--output FILE` (pairs).
-
-    Returns the recipe, the run directory to resume (or None) and the output path (or None).
-    """
-    parser = argparse.ArgumentParser(prog=f"python -m fastmath {command}", allow_abbrev=False)
-    parser.add_argument("recipe", nargs="?", default=None, help=f"YAML recipe (default {default_recipe})")
-    if output_flag:
-        parser.add_argument("--output", type=Path, help="file to write")
-    else:
-        parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
-    args, rest = parser.parse_known_args(argv)
-    if args.recipe and "=" in args.recipe:  # `sft key=value` with no recipe file
-        rest.insert(0, args.recipe)
-        args.recipe = None
-    overrides = parse_overrides(rest)
-    output = getattr(args, "output", None)
-    if not getattr(args, "resume", None):
-        return load_recipe(args.recipe or default_recipe, overrides), None, output
-    run_dir = Path(args.resume)
-    if not (run_dir / "recipe.yaml").is_file():
-        raise FastmathError(f"--resume {run_dir}: not a run directory (no recipe.yaml in it)")
-    if overrides or args.recipe:
-        raise FastmathError("--resume continues a run exactly as recorded; drop the recipe and key=value overrides")
-    return load_recipe(run_dir / "recipe.yaml"), run_dir, None
+    tree = recipe.to_dict(stage)
+    atomic_write_text(path, yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))

@@ -10,14 +10,16 @@ source with no usable record is an error.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastmath import hub
+from fastmath import hub, resources
 from fastmath.errors import FastmathError
 from fastmath.grading import final_answer_line, gold_from_answer
+from fastmath.log import log
 from fastmath.prompts import detect_language
 
 CALCULATOR = re.compile(r"<<[^>]*>>")
@@ -47,11 +49,28 @@ class BadRecord:
     why: str
 
 
+def read_text(path: Path, what: str = "data file") -> str:
+    """A data file's text; a binary, unreadable or non-UTF-8 file is a short error naming it."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise FastmathError(f"cannot read {what} {path}: {e.strerror}; check its permissions") from None
+    if b"\x00" in raw[:8192]:
+        raise FastmathError(f"{what} {path} is binary, not text; give a .jsonl/.json/.tsv text file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FastmathError(f"{what} {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
 def read_records(path: Path) -> list[tuple[str, object]]:
     """(location, raw record) pairs from .jsonl/.json/.tsv; unparseable lines become the reason, reported later."""
+    if path.suffix not in (".jsonl", ".json", ".tsv"):
+        raise FastmathError(f"unsupported data file {path}: use .jsonl, .json (a list) or .tsv (question<TAB>answer)")
+    text = read_text(path)
     if path.suffix == ".jsonl":
         rows: list[tuple[str, object]] = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for i, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     rows.append((f"line {i}", json.loads(line)))
@@ -60,7 +79,7 @@ def read_records(path: Path) -> list[tuple[str, object]]:
         return rows
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except json.JSONDecodeError as e:
             raise FastmathError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -68,15 +87,12 @@ def read_records(path: Path) -> list[tuple[str, object]]:
         if not isinstance(data, list):
             raise FastmathError(f"{path} must hold a JSON list of records (objects)")
         return [(f"record {i}", r) for i, r in enumerate(data, 1)]
-    if path.suffix == ".tsv":
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            return [
-                (f"line {i}", {"question": r[0], "answer": r[1]} if len(r) >= 2 else "fewer than 2 columns")
-                for i, r in enumerate(reader, 1)
-                if r
-            ]
-    raise FastmathError(f"unsupported data file {path}: use .jsonl, .json (a list) or .tsv (question<TAB>answer)")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    return [
+        (f"line {i}", {"question": r[0], "answer": r[1]} if len(r) >= 2 else "fewer than 2 columns")
+        for i, r in enumerate(reader, 1)
+        if r
+    ]
 
 
 def _clean(rows: list[tuple[str, object]], source: str, language: str) -> tuple[list[Problem], list[BadRecord]]:
@@ -120,7 +136,8 @@ def load_problems(
     language: str = "auto",
     verbose: bool = True,
 ) -> list[Problem]:
-    """Load and clean problems from a local file or a hub dataset."""
+    """Load and clean problems from a local file (or one shipped: `fastmath:samples/...`) or a hub dataset."""
+    source = resources.resolve(source)
     path = Path(source).expanduser()
     if path.suffix in hub.DATA_SUFFIXES or path.exists():
         if not path.is_file():
@@ -134,7 +151,7 @@ def load_problems(
         rows = [(f"row {i}", dict(r)) for i, r in enumerate(ds, 1)]
     problems, bad = _clean(rows, Path(source).name, language)
     if bad and verbose:
-        print("warning: " + report_bad(source, bad))
+        log.warning(report_bad(source, bad))
     if not problems:
         detail = f" ({report_bad(source, bad)})" if bad else ""
         raise FastmathError(f"no usable records in {source}{detail}; each needs 'question' and 'answer'")

@@ -14,7 +14,6 @@ invented next question. Here, in order:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections import Counter
@@ -327,17 +326,10 @@ def grade_file(input_path: str | Path, output_path: str | Path) -> dict[str, int
     return summary | {"accuracy": counts["correct"] / n if n else 0.0}
 
 
-def main(argv: list[str]) -> int:
+def main(inv) -> int:
     """`python -m fastmath grade FILE.jsonl [--output OUT.jsonl]`: re-grade saved completions."""
-    parser = argparse.ArgumentParser(
-        prog="python -m fastmath grade",
-        description="Re-grade a JSONL file of completions: adds 'pred' and 'outcome' to every line.",
-    )
-    parser.add_argument("input", type=Path, help="JSONL: 'completion', 'answer' (number or '... #### N')")
-    parser.add_argument("--output", type=Path, help="graded JSONL (default: INPUT.graded.jsonl)")
-    args = parser.parse_args(argv)
-    output = args.output or args.input.with_suffix(".graded.jsonl")
-    s = grade_file(args.input, output)
+    output = inv.args.output or inv.args.input.with_suffix(".graded.jsonl")
+    s = grade_file(inv.args.input, output)
     counts = f"({s['correct']}/{s['n']})  wrong {s['wrong']}  no answer {s['none']}"
     print(f"accuracy {100 * s['accuracy']:.2f}% {counts}")
     print(f"wrote {output}")

@@ -7,14 +7,18 @@ libraries retry for minutes before a stack trace. We check once, in seconds, and
 from __future__ import annotations
 
 import os
+import time
 import urllib.error
 import urllib.request
-from functools import lru_cache
 from pathlib import Path
 
 from fastmath.errors import FastmathError
+from fastmath.log import log
+from fastmath.resources import SCHEME
 
 PROBE_TIMEOUT_S = 5.0
+REPROBE_AFTER_S = 600.0  # a hub that answered is trusted this long; one that did not is asked again next time
+_answered: dict[tuple[str, str], float] = {}
 
 
 def endpoint() -> str:
@@ -30,17 +34,17 @@ DATA_SUFFIXES = (".json", ".jsonl", ".tsv", ".csv", ".parquet")
 
 def looks_like_path(name: str) -> bool:
     """Hub ids are `org/name` (`Qwen/Qwen2.5-7B-Instruct` has a dot, so suffixes alone don't tell)."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(DATA_SUFFIXES)
+    return name.startswith((".", "/", "~", SCHEME)) or name.count("/") > 1 or name.endswith(DATA_SUFFIXES)
 
 
-def _cached(repo_id: str, repo_type: str) -> bool:
+def _cached(repo_id: str, repo_type: str, revision: str | None) -> str | None:
+    """The local snapshot folder of a repo in the hub cache, or None."""
     from huggingface_hub import snapshot_download
 
     try:
-        snapshot_download(repo_id, repo_type=repo_type, local_files_only=True)
-        return True
+        return snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_files_only=True)
     except Exception:  # any failure here just means "not usable from the cache"
-        return False
+        return None
 
 
 def _probe(repo_id: str, repo_type: str) -> str | None:
@@ -76,25 +80,33 @@ def _unreachable(repo_id: str, repo_type: str, reason: str) -> FastmathError:
     )
 
 
-@lru_cache(maxsize=32)  # one probe per name and process: the loaders resolve the same name again
-def resolve(name: str, repo_type: str = "model") -> str:
-    """Return `name` if it is loadable: a local directory/file, a cached repo, or a reachable hub repo."""
+def resolve(name: str, repo_type: str = "model", revision: str | None = None) -> str:
+    """Something loadable for `name`: a local directory/file, a reachable hub id, or the cached snapshot.
+
+    When the hub does not answer but the cache has the repo, the cached snapshot's folder is
+    returned, so the loaders read it as a local directory: nothing process-wide changes, and the
+    next call asks the hub again.
+    """
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
     if looks_like_path(name):
         raise FastmathError(f"{repo_type} path {name!r} does not exist; check the path in the recipe")
     if offline():
-        if _cached(name, repo_type):
-            return name
+        cached = _cached(name, repo_type, revision)
+        if cached:
+            return cached
         raise FastmathError(
             f"HF_HUB_OFFLINE is set but {repo_type} {name!r} is not in the cache; unset it to download, "
             "or give a local directory"
         )
+    if time.monotonic() - _answered.get((name, repo_type), -REPROBE_AFTER_S) < REPROBE_AFTER_S:
+        return name
     reason = _probe(name, repo_type)
     if reason is None:
+        _answered[(name, repo_type)] = time.monotonic()
         return name
-    if _cached(name, repo_type):
-        os.environ["HF_HUB_OFFLINE"] = "1"  # the libraries would otherwise retry the dead hub
-        print(f"warning: hub unreachable ({reason}); using the cached copy of {name!r}")
-        return name
+    cached = _cached(name, repo_type, revision)
+    if cached:
+        log.warning(f"hub unreachable ({reason}); using the cached copy of {name!r}")
+        return cached
     raise _unreachable(name, repo_type, reason)

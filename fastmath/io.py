@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from fastmath.errors import FastmathError
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -77,3 +81,30 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def exclusive(path: str | Path, what: str, wait: bool = False) -> Iterator[None]:
+    """Hold `<path>.lock` while one process writes `path`; a second writer is refused (or waits, with `wait`).
+
+    An advisory `flock`: the kernel drops it when the holder exits, even on a kill, so a crashed
+    writer never leaves a stale lock behind.
+    """
+    lock_path = Path(f"{path}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise FastmathError(f"{what} is being written by {holder} right now; wait for it to finish") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)

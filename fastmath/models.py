@@ -1,20 +1,29 @@
-"""Model backends: Unsloth's fused 4-bit LoRA on one CUDA GPU, transformers + PEFT everywhere else.
+"""Model backends: Unsloth's fused LoRA kernels, or transformers + PEFT, and the checks before a load.
 
-`import unsloth` raises without a GPU and patches trl/transformers as it loads, so it is
-imported here, lazily, and must come before anything imports trl: the commands call
-`activate(backend)` first thing. Both backends hand the same kind of PEFT model to the same
-TRL trainers.
+`import unsloth` patches trl and transformers as it loads, so it must come before anything
+imports them. The command line resolves the backend and calls `activate` before it imports the
+command's module (`fastmath.cli`), so no import order elsewhere can break that. Both backends
+hand the same kind of PEFT model to the same TRL trainers.
+
+A model directory or adapter that cannot load is found here, in milliseconds and with a message
+naming the fix, before a run directory exists, rather than as a traceback from deep in a loader.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import struct
+from pathlib import Path
 from typing import Any
 
 from fastmath import hub
 from fastmath.config import LoraConfig, ModelConfig
 from fastmath.errors import FastmathError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
 def resolve_backend(cfg: ModelConfig) -> str:
@@ -57,10 +66,84 @@ def use_4bit(cfg: ModelConfig) -> bool:
     return cfg.load_in_4bit and torch.cuda.is_available()
 
 
-def load_tokenizer(name: str):
+# --- checks before loading ------------------------------------------------------------------------
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FastmathError(f"{what} {path} is unreadable or not valid JSON ({e}); restore or re-download it") from None
+    if not isinstance(data, dict):
+        raise FastmathError(f"{what} {path} must hold a JSON object; restore or re-download it")
+    return data
+
+
+def check_model_dir(name: str) -> None:
+    """A local model directory must have a config, weights and a tokenizer; hub ids are checked by `hub`."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return
+    fix = f"download a complete model there (hf download <repo> --local-dir {name}) or point model.name elsewhere"
+    if not any(path.iterdir()):
+        raise FastmathError(f"model directory {name} is empty: {fix}")
+    if not (path / "config.json").is_file():
+        raise FastmathError(f"model directory {name} has no config.json: {fix}")
+    config = _read_json(path / "config.json", "model config")
+    if "model_type" not in config:
+        raise FastmathError(f"model config {path / 'config.json'} names no model_type: {fix}")
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir()):
+        raise FastmathError(f"model directory {name} has no weights (*.safetensors): {fix}")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise FastmathError(f"model directory {name} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): {fix}")
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header of a .safetensors file must be whole and its tensors must fit in the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        length = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
+        header = f.read(length) if 0 < length <= size - 8 else b""
+    try:
+        tensors = json.loads(header) if header else None
+    except ValueError:
+        tensors = None
+    end = max((t["data_offsets"][1] for k, t in (tensors or {}).items() if k != "__metadata__"), default=-1)
+    if tensors is None or 8 + length + end > size:
+        raise FastmathError(f"{path} is truncated or corrupt ({size} bytes); retrain the run or restore the file")
+
+
+def check_adapter(run: Path) -> None:
+    """An adapter directory must hold a readable adapter config and whole weights."""
+    _read_json(run / "adapter_config.json", "adapter config")
+    weights = run / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise FastmathError(f"{run} has adapter_config.json but no adapter_model.safetensors; retrain the run")
+    _check_safetensors(weights)
+
+
+def _load_adapter(model, adapter: str, **kwargs: Any):
+    """PEFT's load, with an adapter that does not fit the base model reported as such."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, adapter, **kwargs)
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise FastmathError(
+            f"adapter {adapter} does not fit base model {model.config.name_or_path} ({first}); "
+            "load it with the base model it was trained on (its recipe.yaml names it)"
+        ) from None
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def load_tokenizer(cfg: ModelConfig):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(hub.resolve(name))
+    tokenizer = AutoTokenizer.from_pretrained(hub.resolve(cfg.name, revision=cfg.revision), revision=cfg.revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -82,7 +165,19 @@ def _hf_base(cfg: ModelConfig):
             bnb_4bit_compute_dtype=torch_dtype(cfg),
         )
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    return AutoModelForCausalLM.from_pretrained(hub.resolve(cfg.name), **kwargs)
+    return AutoModelForCausalLM.from_pretrained(hub.resolve(cfg.name, revision=cfg.revision), **kwargs)
+
+
+def _unsloth_load(cfg: ModelConfig, adapter: str | None):
+    from unsloth import FastLanguageModel
+
+    return FastLanguageModel.from_pretrained(
+        model_name=adapter or hub.resolve(cfg.name, revision=cfg.revision),
+        max_seq_length=cfg.max_seq_length,
+        dtype=None if cfg.dtype == "auto" else torch_dtype(cfg),
+        load_in_4bit=cfg.load_in_4bit,
+        revision=cfg.revision,
+    )
 
 
 def peft_lora_config(lora: LoraConfig):
@@ -99,18 +194,28 @@ def peft_lora_config(lora: LoraConfig):
 
 
 def load_for_training(
-    cfg: ModelConfig, lora: LoraConfig, backend: str, adapter: str | None = None, gradient_checkpointing: bool = True
+    cfg: ModelConfig,
+    lora: LoraConfig,
+    backend: str,
+    adapter: str | None = None,
+    gradient_checkpointing: bool = True,
+    seed: int = 42,
 ):
-    """A trainable PEFT model and its tokenizer: a fresh LoRA, or `adapter` (an SFT run) to continue."""
+    """A trainable PEFT model and its tokenizer: a fresh LoRA, or `adapter` (a run) to continue.
+
+    `seed` (the recipe's training.seed) fixes the fresh LoRA's initial weights, which would
+    otherwise depend on whatever drew random numbers earlier in the process.
+    """
+    from transformers import set_seed
+
+    check_model_dir(cfg.name)
+    if adapter is not None:
+        check_adapter(Path(adapter))
+    set_seed(seed)
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
-        model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=adapter or hub.resolve(cfg.name),
-            max_seq_length=cfg.max_seq_length,
-            dtype=None if cfg.dtype == "auto" else torch_dtype(cfg),
-            load_in_4bit=cfg.load_in_4bit,
-        )
+        model, tokenizer = _unsloth_load(cfg, adapter)
         if adapter is None:
             model = FastLanguageModel.get_peft_model(
                 model,
@@ -124,39 +229,34 @@ def load_for_training(
             )
         return model, tokenizer
 
-    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
-    tokenizer = load_tokenizer(cfg.name)
+    tokenizer = load_tokenizer(cfg)
     model = _hf_base(cfg)
     if use_4bit(cfg):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     if adapter is None:
         model = get_peft_model(model, peft_lora_config(lora))
     else:
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        model = _load_adapter(model, adapter, is_trainable=True)
     return model, tokenizer
 
 
-def load_for_inference(cfg: ModelConfig, adapter: str | None = None, backend: str | None = None):
+def load_for_inference(cfg: ModelConfig, adapter: str | None, backend: str):
     """Base model (+ LoRA adapter) ready for generation, tokenizer padded on the left."""
-    backend = backend or resolve_backend(cfg)
-    activate(backend)
+    check_model_dir(cfg.name)
+    if adapter is not None:
+        check_adapter(Path(adapter))
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
-        model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=adapter or hub.resolve(cfg.name),
-            max_seq_length=cfg.max_seq_length,
-            load_in_4bit=cfg.load_in_4bit,
-        )
+        model, tokenizer = _unsloth_load(cfg, adapter)
         FastLanguageModel.for_inference(model)
     else:
-        tokenizer = load_tokenizer(cfg.name)
+        tokenizer = load_tokenizer(cfg)
         model = _hf_base(cfg)
         if adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter)
+            model = _load_adapter(model, adapter)
             if not use_4bit(cfg):  # exact in full precision, and halves the matmuls per token
                 model = model.merge_and_unload()
         if not use_4bit(cfg) and model.device.type == "cpu":

@@ -8,13 +8,13 @@ loads "Qwen/Qwen2.5-7B-Instruct" loads this directory the same way.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from fastmath import resources
 from fastmath.errors import FastmathError
+from fastmath.log import log
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 # Qwen2.5-Instruct's template without the tool-calling branches.
@@ -36,11 +36,12 @@ CHAT_TEMPLATE = (
 def _corpus() -> list[str]:
     """Text to learn merges from: the project's own sample problems and solutions."""
     texts = []
-    for path in sorted(DATA_DIR.glob("sample_*.json")):
+    samples = resources.package_dir() / "samples"
+    for path in sorted(samples.glob("sample_*.json")):
         for record in json.loads(path.read_text(encoding="utf-8")):
             texts += [record["question"], record["answer"]]
     if not texts:
-        raise FastmathError(f"no sample data in {DATA_DIR} to train the tiny tokenizer on")
+        raise FastmathError(f"no sample data in {samples} to train the tiny tokenizer on; reinstall fastmath")
     texts += ["The answer is 0123456789.", "答案是 0123456789。", "Let's think step by step."]
     return texts
 
@@ -113,16 +114,10 @@ def build_tiny_model(
     return out_dir
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastmath tiny-model", description=__doc__)
-    parser.add_argument("out_dir", help="directory to write the model to, e.g. models/tiny-qwen2")
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--vocab-size", type=int, default=2048)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+def main(inv) -> int:
+    a = inv.args
     path = build_tiny_model(
-        args.out_dir, hidden_size=args.hidden_size, num_layers=args.layers, vocab_size=args.vocab_size, seed=args.seed
+        a.out_dir, hidden_size=a.hidden_size, num_layers=a.layers, vocab_size=a.vocab_size, seed=a.seed
     )
-    print(f"tiny model written to {path}")
+    log.info(f"tiny model written to {path}")
     return 0

@@ -78,6 +78,6 @@ def tiny_recipe(tiny_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def overfit_run(tiny_recipe, shared_data) -> Path:
     """One real SFT run, memorising 16 GSM8K problems; several tests read its run directory."""
-    from fastmath.sft import run_sft
+    from fastmath.train.sft import run_sft
 
-    return run_sft(tiny_recipe(**OVERFIT))
+    return run_sft(tiny_recipe(**OVERFIT), "hf")

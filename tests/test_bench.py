@@ -104,7 +104,7 @@ def test_dpo_and_eval_workers_on_the_sft_adapter(compared, tiny_model, shared_da
         "dpo.sft_run": str(sft_run),
         "dpo.pairs": str(pairs),
         "dpo.batch_size": 2,
-        "training.max_steps": 2,
+        "dpo.max_steps": 2,
         "training.logging_steps": 1,
         "training.report_to": "none",
         "training.output_dir": str(tmp / "dpo"),

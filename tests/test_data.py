@@ -36,7 +36,7 @@ def test_sample_files_in_the_seed_format():
     assert all(p.target().endswith(f"答案是 {p.gold}。") for p in zh)
 
 
-def test_bad_records_are_counted_by_line_and_good_ones_kept(tmp_path, capsys):
+def test_bad_records_are_counted_by_line_and_good_ones_kept(tmp_path, caplog):
     path = tmp_path / "mixed.jsonl"
     lines = [
         {"question": "Tom has 3 apples and buys 2. How many?", "answer": "3+2=5\n#### 5"},
@@ -49,7 +49,7 @@ def test_bad_records_are_counted_by_line_and_good_ones_kept(tmp_path, capsys):
     path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
     problems = load_problems(str(path))
     assert [p.gold for p in problems] == ["5", "5"]
-    err = capsys.readouterr().out
+    err = caplog.text
     assert "skipped 4 bad record(s)" in err
     for fragment in (
         "line 2: missing field 'answer'",
@@ -81,3 +81,28 @@ def test_cli_missing_data_file_exits_2_with_message(tiny_model, tmp_path):
     assert p.returncode == 2, p.stderr
     assert "data file 'nope/missing.jsonl' not found" in p.stderr
     assert not any(tmp_path.iterdir()), "a failed start must not leave a run directory behind"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00\x01\x02PK\x03\x04 binary", "is binary, not text"),
+        (
+            '{"question": "caf\xe9", "answer": "1"}\n'.encode("latin-1"),
+            r"is not UTF-8 text \(byte 17\); save it as UTF-8",
+        ),
+    ],
+)
+def test_binary_and_non_utf8_data_files_are_short_errors(tmp_path, content, message):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(FastmathError, match=message):
+        load_problems(str(path))
+
+
+def test_unreadable_data_file_names_the_file_and_the_fix(tmp_path):
+    """A file the OS refuses to read (here /proc/self/mem, which refuses even root) is a short error."""
+    path = tmp_path / "train.jsonl"
+    path.symlink_to("/proc/self/mem")
+    with pytest.raises(FastmathError, match=r"cannot read data file .*train.jsonl: .*check its permissions"):
+        load_problems(str(path))

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from fastmath.app.runs import answer_span
+from fastmath.app.tables import answer_span
 from fastmath.errors import FastmathError
 
 OUTPUTS_KEY = "fastmath_outputs"
@@ -78,10 +78,23 @@ def show_completion(completion: str, pred: str | None) -> None:
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model (once per model and adapter)…")
 def cached_model(base: str, adapter: str | None):
-    """(model, tokenizer), loaded once and shared by every session of the app."""
-    from fastmath.solve import load_model
+    """(model, tokenizer, system prompt), loaded once and shared by every session of the app.
 
-    return load_model(base, Path(adapter) if adapter else None)
+    As on the command line: the adapter's run says which base model, load settings and system
+    prompt go with it, and the backend is resolved (Unsloth imported) before anything loads.
+    """
+    from fastmath import runs
+    from fastmath.config import ModelConfig
+    from fastmath.models import activate, resolve_backend
+
+    run = Path(adapter) if adapter else None
+    cfg = runs.model_settings(run) if run else ModelConfig(name=base)
+    backend = resolve_backend(cfg)
+    activate(backend)
+    from fastmath.models import load_for_inference
+
+    model, tokenizer = load_for_inference(cfg, adapter, backend)
+    return model, tokenizer, runs.system_prompt(run) if run else None
 
 
 @contextmanager

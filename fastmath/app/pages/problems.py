@@ -3,11 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from fastmath.app import runs, ui
+from fastmath.app import tables, ui
 
 st.title("Problems")
 root = ui.outputs()
-evaluated = [name for name in runs.run_names(root)[::-1] if runs.datasets(root / name)]
+evaluated = [name for name in tables.run_names(root)[::-1] if tables.datasets(root / name)]
 if not evaluated:
     st.info(f"No evaluations in {root} yet: `python -m fastmath eval ...` writes <run>/eval/.")
     st.stop()
@@ -15,30 +15,30 @@ if not evaluated:
 cols = st.columns(3)
 with cols[0]:
     name = ui.choose("Run", evaluated, key="problems_run")
-run = runs.run_dir(root, name)
+run = tables.run_dir(root, name)
 with cols[1]:
-    dataset = ui.choose("Dataset", runs.datasets(run), key="problems_dataset")
+    dataset = ui.choose("Dataset", tables.datasets(run), key="problems_dataset")
 with cols[2]:
-    strategy = ui.choose("Strategy", runs.strategies(run, dataset), key="problems_strategy")
+    strategy = ui.choose("Strategy", tables.strategies(run, dataset), key="problems_strategy")
 if strategy is None:
     st.info(f"{name} has no per-problem results for {dataset}.")
     st.stop()
-rows = runs.problems(run, dataset, strategy)
+rows = tables.problems(run, dataset, strategy)
 
 st.subheader("Error breakdown")
 correct = sum(r["kind"] == "correct" for r in rows)
 cols = st.columns(4)
 cols[0].metric("Correct", f"{correct} / {len(rows)}")
-for col, (kind, count) in zip(cols[1:], runs.error_breakdown(rows).items(), strict=True):
+for col, (kind, count) in zip(cols[1:], tables.error_breakdown(rows).items(), strict=True):
     col.metric(kind.capitalize(), count)
 
 st.subheader("Problem by problem")
 cols = st.columns([1, 2])
 with cols[0]:
-    kinds = ui.choose_many("Outcome", runs.KINDS, key="problems_kinds", default=runs.ERROR_KINDS)
+    kinds = ui.choose_many("Outcome", tables.KINDS, key="problems_kinds", default=tables.ERROR_KINDS)
 with cols[1]:
     text = st.text_input("Search", key="problems_search", placeholder="words of the question or completion, or an id")
-shown = runs.filter_problems(rows, kinds, text)
+shown = tables.filter_problems(rows, kinds, text)
 st.caption(f"{len(shown)} of {len(rows)} problems")
 columns = ["id", "kind", "gold", "pred", "tokens", "question"]
 st.dataframe(pd.DataFrame([{c: r.get(c) for c in columns} for r in shown], columns=columns), hide_index=True)
@@ -64,8 +64,8 @@ def show(result: dict, title: str) -> None:
 others = [
     (other, s)
     for other in evaluated
-    if dataset in runs.datasets(root / other)
-    for s in runs.strategies(root / other, dataset)
+    if dataset in tables.datasets(root / other)
+    for s in tables.strategies(root / other, dataset)
     if (other, s) != (name, strategy)
 ]
 beside = st.selectbox(
@@ -77,7 +77,7 @@ beside = st.selectbox(
 if beside is None:
     show(row, f"{name} · {strategy}")
 else:
-    match = [r for r in runs.problems(runs.run_dir(root, beside[0]), dataset, beside[1]) if r["id"] == problem]
+    match = [r for r in tables.problems(tables.run_dir(root, beside[0]), dataset, beside[1]) if r["id"] == problem]
     left, right = st.columns(2)
     with left:
         show(row, f"{name} · {strategy}")

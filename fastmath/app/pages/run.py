@@ -3,18 +3,18 @@
 import streamlit as st
 import yaml
 
-from fastmath import rundir
-from fastmath.app import runs, ui
+from fastmath import runs
+from fastmath.app import tables, ui
 
 st.title("Run")
 root = ui.outputs()
-names = runs.run_names(root)
+names = tables.run_names(root)
 if not names:
     st.info(f"No runs in {root} yet.")
     st.stop()
 name = ui.choose("Run", names[::-1], key="run")
-run = runs.run_dir(root, name)
-meta, final = rundir.read_run(run), runs.summary(run)
+run = tables.run_dir(root, name)
+meta, final = runs.read(run), tables.summary(run)
 
 cols = st.columns(4)
 cols[0].metric("Stage", meta.get("stage", "?"))
@@ -28,7 +28,7 @@ st.caption(
 
 curves, evals, recipe, figures = st.tabs(["Curves", "Evaluation", "Recipe", "Summary"])
 with curves:
-    frame = runs.metrics(run)
+    frame = tables.metrics(run)
     if frame.empty:
         st.info("No metrics logged yet (metrics.jsonl is written every `training.logging_steps`).")
     charts = {
@@ -43,7 +43,7 @@ with curves:
             st.subheader(title)
             st.line_chart(frame[present].dropna(how="all"), x_label="step")
 with evals:
-    table = runs.eval_table(run)
+    table = tables.eval_table(run)
     if table.empty:
         st.info(f"Not evaluated yet: `python -m fastmath eval --lora {run.name} ...` writes {run.name}/eval/.")
     else:
@@ -51,7 +51,7 @@ with evals:
         st.dataframe(table, hide_index=True, column_config={c: percent for c in table.columns if "%" in c})
         st.caption("Accuracy with its 95% confidence interval; rates in % of the problems.")
 with recipe:
-    resolved = runs.recipe(run)
+    resolved = tables.recipe(run)
     if resolved:
         st.code(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), language="yaml")
     else:

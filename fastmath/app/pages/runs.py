@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from fastmath.app import runs, ui
+from fastmath.app import tables, ui
 
 st.title("Runs")
 root = ui.outputs()
-table = runs.runs_table(root)
+table = tables.runs_table(root)
 if table.empty:
     st.info(f"No runs in {root} yet: `make quickstart` trains one on the CPU in minutes.")
     st.stop()

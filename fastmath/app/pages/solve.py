@@ -6,17 +6,18 @@ new run of this script, which interrupts the loop below; the `finally` stops the
 
 import streamlit as st
 
-from fastmath import rundir
-from fastmath.app import runs, ui
+from fastmath import runs
+from fastmath.app import tables, ui
+from fastmath.config import STRATEGY_NAMES, EvalConfig
 from fastmath.errors import FastmathError
-from fastmath.solve import DEFAULT_STRATEGY, Solution
-from fastmath.strategies import STRATEGIES
+
+DEFAULT_STRATEGY = "zero_shot"  # the prompt SFT trains on
 
 NO_ADAPTER = "(none: the base model alone)"
 
 st.title("Solve")
 root = ui.outputs()
-bases = runs.base_models(root)
+bases = tables.base_models(root)
 if not bases:
     st.info(f"No runs in {root} to take a model from: `make quickstart` trains one.")
     st.stop()
@@ -24,16 +25,15 @@ if not bases:
 cols = st.columns(3)
 with cols[0]:
     base = ui.choose("Base model", bases, key="solve_base")
-adapters = [n for n in runs.adapter_runs(root)[::-1] if rundir.read_run(root / n).get("base_model") == base]
+adapters = [n for n in tables.adapter_runs(root)[::-1] if runs.read(root / n).get("base_model") == base]
 with cols[1]:
     adapter = ui.choose("Adapter", [*adapters, NO_ADAPTER], key="solve_adapter")
 with cols[2]:
     strategy = ui.choose(
         "Strategy",
-        list(STRATEGIES),
+        list(STRATEGY_NAMES),
         key="solve_strategy",
         default=DEFAULT_STRATEGY,
-        format_func=lambda s: f"{s}: {STRATEGIES[s].description}",
     )
 question = st.text_area("Problem (English or Chinese)", key="solve_question", height=120)
 with st.expander("Generation settings"):
@@ -46,7 +46,7 @@ cols[1].button("Stop", help="stop the answer being written")
 out = st.empty()
 
 
-def show_result(solution: Solution) -> None:
+def show_result(solution) -> None:
     """The completion with its answer marked, and the answer, or why there is none."""
     with out.container():
         ui.show_completion(solution.text, solution.pred)
@@ -59,8 +59,14 @@ def show_result(solution: Solution) -> None:
 
 
 if solve:
-    model, tokenizer = ui.cached_model(base, None if adapter == NO_ADAPTER else str(runs.run_dir(root, adapter)))
-    solution = Solution(model, tokenizer, question, strategy, max_new_tokens, timeout_s)
+    model, tokenizer, system = ui.cached_model(
+        base, None if adapter == NO_ADAPTER else str(tables.run_dir(root, adapter))
+    )
+    from fastmath.eval.prompting import Setup  # after cached_model activated the backend
+    from fastmath.eval.solve import Solution
+
+    setup = Setup(model, tokenizer, EvalConfig(max_new_tokens=max_new_tokens), system=system)
+    solution = Solution(setup, question, strategy, timeout_s)
     st.session_state["solve_solution"] = solution
     try:
         for _ in solution:

@@ -1,0 +1,62 @@
+"""Files shipped inside the package: the recipes and the sample problems.
+
+They are package data, read through `importlib.resources`, so `pip install .` works from any
+folder: `python -m fastmath sft tiny-sft` finds the shipped recipe, and a recipe names a shipped
+file as `fastmath:samples/sample_english_math.json`. In a checkout, `recipes/` and `data/` are
+links to the same folders, so `make sft RECIPE=recipes/tiny-sft.yaml` keeps working.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from fastmath.errors import FastmathError
+
+SCHEME = "fastmath:"  # a file shipped in the package: `fastmath:samples/x.json`
+
+
+def package_dir() -> Path:
+    """The installed package's folder (fastmath is always installed unzipped)."""
+    return Path(str(files("fastmath")))
+
+
+def recipes_dir() -> Path:
+    return package_dir() / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """Shipped recipes, by the name the command line takes (`tiny-sft`)."""
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe file: `name` as a path if one exists there, else the shipped recipe of that name.
+
+    `tiny-sft`, `tiny-sft.yaml` and `recipes/tiny-sft.yaml` all name the shipped recipe, so the
+    checkout's spelling works from any folder.
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    shipped = recipes_dir() / f"{Path(name).stem}.yaml"
+    if Path(name).suffix in ("", ".yaml") and shipped.is_file():
+        return shipped
+    raise FastmathError(
+        f"recipe {name!r} not found: give a YAML file, or one of the shipped recipes: {', '.join(recipe_names())}"
+    )
+
+
+def resolve(source: str) -> str:
+    """`fastmath:<file>` as a real path; any other source (a path, a hub id) as it is."""
+    if not source.startswith(SCHEME):
+        return source
+    path = package_dir() / source[len(SCHEME) :]
+    if not path.is_file():
+        raise FastmathError(f"{source!r} is not a file shipped with fastmath (looked in {path.parent})")
+    return str(path)
+
+
+def sample(name: str) -> Path:
+    """One of the shipped sample files (`sample_english_math.json`)."""
+    return Path(resolve(f"{SCHEME}samples/{name}"))

@@ -1,0 +1,256 @@
+"""Run directories: every path and file of `outputs/<run>/`, in one place.
+
+    run.json        stage, base model, parent run, start time, status (running | finished | failed), error
+    recipe.yaml     the keys the stage read, as it ran (config.Recipe.to_dict(stage))
+    metrics.jsonl   one line per logging step
+    summary.json    final figures, written once at the end
+    train.log       what the command printed, when the app started it
+    adapter_*       the PEFT adapter (+ tokenizer files); checkpoint-N/ while training
+    pairs.jsonl     preference pairs mined from an SFT run (+ .samples.jsonl, .summary.json)
+    eval/<dataset>/<strategy>.jsonl, <strategy>.settings.json, summary.json, comparison.md
+    exports/<format>-<quant>/  merged models and GGUF files
+
+Base models get a run too (`base-<model>/`, stage `base`), so their evaluations sit beside the
+trained runs'. Paths inside run files are absolute, so a run resolves from any working directory;
+a parent is named by its folder, which lies beside the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import re
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from fastmath.config import ModelConfig, Recipe, load_recipe, save_recipe
+from fastmath.errors import FastmathError
+from fastmath.hub import looks_like_path
+from fastmath.io import atomic_write_json
+from fastmath.log import log
+from fastmath.resources import SCHEME
+
+RUN_JSON = "run.json"
+RECIPE = "recipe.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+LOG = "train.log"
+ADAPTER = "adapter_config.json"
+PAIRS = "pairs.jsonl"
+EVAL = "eval"
+EXPORTS = "exports"
+
+LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "unsloth")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def read(run: str | Path) -> dict[str, Any]:
+    """run.json as a dict; {} when it is missing or unreadable (the app marks such a run, it does not fail)."""
+    try:
+        data = json.loads((Path(run) / RUN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _update(run: Path, **fields: Any) -> None:
+    atomic_write_json(run / RUN_JSON, {**read(run), **fields})
+
+
+def list_runs(root: str | Path, stage: str | None = None) -> list[Path]:
+    """Run directories under `root`, oldest first, optionally of one stage."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if (p / RUN_JSON).is_file()]
+    runs = [p for p in runs if stage is None or read(p).get("stage") == stage]
+    return sorted(runs, key=lambda p: (str(read(p).get("started", "")), p.name))
+
+
+def is_finished(run: Path) -> bool:
+    return read(run).get("status") == "finished"
+
+
+def latest(root: str | Path, stage: str) -> Path:
+    """The newest finished run of `stage` (failed and running ones never count)."""
+    runs = [p for p in list_runs(root, stage) if is_finished(p)]
+    if not runs:
+        raise FastmathError(f"no finished {stage} run in {root}/; run `make {stage}` first or name a run")
+    return runs[-1]
+
+
+def find(name: str, root: str | Path) -> Path:
+    """A run named by its path, or by its folder name under `root`."""
+    run = Path(name).expanduser()
+    if not (run / RUN_JSON).is_file() and (Path(root) / name / RUN_JSON).is_file():
+        run = Path(root) / name
+    if not run.is_dir():
+        raise FastmathError(f"no run {name!r}: give a run directory, or a run name in {root}/")
+    return run
+
+
+def adapter_run(name: str, root: str | Path) -> Path:
+    """A finished run that holds an adapter (an SFT, DPO or GRPO run)."""
+    run = find(name, root)
+    if not (run / ADAPTER).is_file():
+        raise FastmathError(f"{run} holds no adapter ({ADAPTER}); name a finished SFT, DPO or GRPO run")
+    if read(run) and not is_finished(run):
+        raise FastmathError(f"{run} has not finished (status {read(run).get('status')!r}); name a finished run")
+    return run
+
+
+def parent_run(name: str | None, root: str | Path, stage: str = "sft") -> Path:
+    """The run a stage continues: `name`, or the newest finished run of `stage`."""
+    return adapter_run(name, root) if name else adapter_run(str(latest(root, stage)), root)
+
+
+def model_settings(run: Path) -> ModelConfig:
+    """The base model and load settings that go with a run's adapter: the ones it trained with.
+
+    From the run's recipe.yaml when it has one, else from run.json (a base-model run) or from the
+    adapter's own config. Every command that loads an adapter asks here, so none can disagree.
+    """
+    if (run / RECIPE).is_file():
+        return load_recipe(run / RECIPE).model
+    name = read(run).get("base_model")
+    if not name and (run / ADAPTER).is_file():
+        name = json.loads((run / ADAPTER).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not name:
+        raise FastmathError(f"{run}: neither recipe.yaml nor run.json names its base model; pass --model")
+    return ModelConfig(name=name)
+
+
+def _absolute(name: str) -> str:
+    """A local path as an absolute one (so a run resolves from anywhere); hub ids stay as they are."""
+    path = Path(name).expanduser()
+    if name.startswith(SCHEME) or not (path.exists() or looks_like_path(name)):
+        return name
+    return str(path.resolve())
+
+
+def _name(stage: str, model: str) -> str:
+    return f"{stage}-{slug(Path(model.rstrip('/')).name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def slug(text: str) -> str:
+    """A folder-safe form of a model name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower()
+
+
+def create(recipe: Recipe, stage: str, parent: Path | None = None) -> Path:
+    """A fresh run directory with run.json and recipe.yaml (written by the main process only).
+
+    Local paths in the recipe are made absolute first. Under `accelerate launch` every process must
+    agree on the directory, so the main process picks the timestamped name and broadcasts it.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    recipe.model.name = _absolute(recipe.model.name)
+    recipe.data.train = _absolute(recipe.data.train)
+    state = PartialState()
+    name = [recipe.training.run_name or _name(stage, recipe.model.name)]
+    if state.num_processes > 1:
+        broadcast_object_list(name)
+    recipe.training.run_name = name[0]
+    run = Path(recipe.training.output_dir) / name[0]
+    if state.is_main_process:
+        if (run / RUN_JSON).exists():
+            raise FastmathError(
+                f"run directory {run} already exists; pick another training.run_name, "
+                f"or continue it with --resume {run}"
+            )
+        run.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, run / RECIPE, stage)
+        parent_name = parent.name if parent is not None else None
+        atomic_write_json(
+            run / RUN_JSON,
+            {
+                "stage": stage,
+                "base_model": recipe.model.name,
+                "parent": parent_name,
+                "started": now(),
+                "status": "running",
+            },
+        )
+    state.wait_for_everyone()
+    return run
+
+
+def base_run(root: Path, model: str) -> Path:
+    """`<root>/base-<model>/`, the run a base model's evaluations belong to (made on first use)."""
+    name = _absolute(model)
+    run = root / f"base-{slug(Path(name.rstrip('/')).name)}"
+    if not (run / RUN_JSON).is_file():
+        atomic_write_json(run / RUN_JSON, {"stage": "base", "base_model": name, "status": "finished", "started": now()})
+    return run
+
+
+def resume(run: Path) -> None:
+    """Mark a run that continues from its checkpoint as running again."""
+    _update(run, status="running", error=None)
+
+
+def finish(run: Path, summary: dict[str, Any]) -> None:
+    atomic_write_json(run / SUMMARY, summary)
+    _update(run, status="finished", finished=now(), error=None)
+    log.info(f"run finished: {run}")
+
+
+def fail(run: Path, error: BaseException) -> None:
+    """Mark a run that stopped with an error (or was interrupted): it is never taken as a finished run."""
+    status = "stopped" if isinstance(error, KeyboardInterrupt) else "failed"
+    reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+    _update(run, status=status, error=reason[:2000], ended=now())
+
+
+@contextlib.contextmanager
+def marking_failure(run: Path):
+    """Run a stage's training; if it raises (or is interrupted), mark the run before re-raising."""
+    try:
+        yield
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            fail(run, e)
+        raise
+
+
+def last_checkpoint(run: Path) -> Path | None:
+    checkpoints = [p for p in run.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def saved_recipe(run: Path) -> Recipe:
+    """The recipe a run recorded (for --resume: it continues exactly as recorded)."""
+    if not (run / RECIPE).is_file():
+        raise FastmathError(f"--resume {run}: not a run directory (no {RECIPE} in it)")
+    return load_recipe(run / RECIPE)
+
+
+def eval_dir(run: Path, dataset: str) -> Path:
+    return run / EVAL / dataset
+
+
+def print_latest(inv) -> int:
+    """`python -m fastmath latest-run STAGE`: for scripts and the Makefile."""
+    print(latest(inv.args.output_dir, inv.args.stage))
+    return 0
+
+
+def system_prompt(run: Path) -> str | None:
+    """The system prompt a run's adapter was trained with (None: the built-in one)."""
+    return saved_recipe(run).data.system_prompt if (run / RECIPE).is_file() else None

@@ -1,0 +1,1 @@
+"""Training stages over TRL's trainers: sft, pairs (mined for DPO), dpo, grpo, and what they share (trainer)."""

@@ -1,0 +1,61 @@
+"""Model directories and adapters that cannot load are short errors before anything is written."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import fastmath_cli
+
+
+def broken_copy(model: Path, dest: Path, how: str) -> Path:
+    shutil.copytree(model, dest)
+    if how == "empty":
+        shutil.rmtree(dest)
+        dest.mkdir()
+    elif how == "config":
+        (dest / "config.json").write_text('{"model_type": "qwen2", ')
+    elif how == "tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+            (dest / name).unlink(missing_ok=True)
+    elif how == "weights":
+        for weights in dest.glob("*.safetensors"):
+            weights.unlink()
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("empty", "is empty: download a complete model there"),
+        ("config", "model config .*config.json is unreadable or not valid JSON"),
+        ("tokenizer", "has no tokenizer files"),
+        ("weights", "has no weights"),
+    ],
+)
+def test_broken_model_directories_are_named_with_the_fix(tiny_model, tmp_path, how, message):
+    model = broken_copy(tiny_model, tmp_path / "model", how)
+    p = fastmath_cli("sft", "tiny-sft", f"model.name={model}", f"training.output_dir={tmp_path / 'out'}", timeout=300)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    assert re.search(message, p.stderr), p.stderr
+    assert not (tmp_path / "out").exists(), "checked before a run directory exists"
+
+
+def test_a_truncated_adapter_and_one_for_another_model_are_refused(overfit_run, tmp_path):
+    run = Path(shutil.copytree(overfit_run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoint-*", "eval")))
+    weights = run / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    p = fastmath_cli("solve", "1+1?", "--lora", str(run), timeout=300)
+    assert p.returncode == 2 and "is truncated or corrupt" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+    from fastmath.tiny import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "wider", hidden_size=64)
+    p = fastmath_cli("solve", "1+1?", "--lora", str(overfit_run), "--model", str(other), timeout=300)
+    assert p.returncode == 2 and "does not fit base model" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert json.loads((overfit_run / "run.json").read_text())["status"] == "finished"
