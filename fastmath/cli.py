@@ -229,6 +229,17 @@ COMMANDS: dict[str, Command] = {
             ),
         ),
         Command(
+            "sandbox",
+            "fastmath.eval.sandbox:main",
+            "run a Python program exactly as program-of-thought does; print the result as JSON",
+            options=(
+                Option(("program",), "the .py file", kwargs={"type": Path}),
+                Option(("--timeout",), "seconds", kwargs={"type": float, "default": 5.0}),
+                Option(("--memory-mb",), "address-space limit", kwargs={"type": int, "default": 256}),
+                Option(UNSAFE.flags, UNSAFE_HELP, kwargs={"action": "store_true"}),
+            ),
+        ),
+        Command(
             "quickstart",
             "fastmath.quickstart:main",
             "tiny model -> SFT -> pairs -> DPO -> eval, offline on CPU",

@@ -1,62 +1,56 @@
-"""Run model-written Python ("program of thought") without trusting it.
+"""Run model-written Python ("program of thought") inside operating-system isolation.
 
-The evaluator's program-of-thought strategy asks the model for a Python program and grades the last
-line it prints. Model output is untrusted, so the program runs in layers; each layer assumes the one
-before it may fail:
+PoT asks the model for a program and grades the last line it prints. Model output is hostile input,
+and no check inside the interpreter holds it (a program reached the guard's own globals through
+`__import__.__globals__` and switched it off), so every program runs under bubblewrap, in a fresh
+interpreter; the in-process guard (import allow-list, audit hook) stays inside as a second layer that
+turns most attempts into a readable "forbidden: ...".
 
-1. Import guard (convenience). The program's `__import__` admits only `ALLOWED_MODULES` (math,
-   fractions, decimal, statistics, ...), all imported before the program starts, so a legitimate
-   import never needs the file system. `import os` ends the run with "forbidden: import os".
-2. Audit hook (policy). Objects cannot be hidden in Python: `().__class__.__base__.__subclasses__()`
-   reaches `os` in a few steps. So the child installs a `sys.addaudithook` hook, the last thing it
-   does before running the program (the interpreter's own start-up needs `open`). The hook is an
-   allow-list: only `exec`, `compile`, `builtins.id` and imports of allowed modules pass; any other
-   event (`open`, `socket.*`, `os.system`, `subprocess.Popen`, `os.fork`, `os.exec*`, `os.remove`,
-   `os.rename`, `os.chdir`, `os.listdir`, `ctypes.*`, `resource.setrlimit`, frame and code access via
-   `object.__getattr__`, ...) ends the process at once with "forbidden: <event>". Ending it (rather
-   than raising) means the program cannot catch the refusal and carry on. Audit hooks cannot be removed
-   once added. The few functions that reach other processes without an audit event (pidfd signals,
-   renice, CPU pinning) are deleted before the hook, with `_imp.create_builtin`, which would rebuild
-   them.
-3. Operating-system enforcement, for when the policy is escaped (say through an interpreter bug):
-   a separate interpreter (`-I -S -B`: no site-packages, no environment variables, no cwd on the
-   path) with an empty environment, an empty temporary cwd that is removed afterwards, its own session
-   so the whole process group is killed at the end, and kernel limits: `RLIMIT_AS` (memory),
-   `RLIMIT_CPU`, `RLIMIT_NPROC`=0 (no fork, no threads), `RLIMIT_FSIZE`=0 (no file writes),
-   `RLIMIT_NOFILE` (few descriptors), `RLIMIT_CORE`=0. When the evaluator runs as root the child runs
-   as `nobody` where `nobody` can run the interpreter, so file permissions apply and `RLIMIT_NPROC`
-   binds (root ignores it); otherwise a warning says so. The parent enforces a wall-clock timeout and
-   a cap on printed output.
+Stops: reading or changing host files (the program sees only the interpreter, its stdlib and the
+system libraries, read-only, plus an empty private tmpfs as cwd and /tmp, its own /proc, a minimal
+/dev; no repo, no $HOME, no /etc), the network (own empty network namespace), the host's processes
+(own PID namespace, uid/gid 65534, no capabilities), the evaluator's environment (none passed),
+processes outliving the run (killing bwrap's process group ends the PID namespace), and
+new processes or threads, ptrace, bpf, io_uring, userfaultfd, perf events, keyrings and more
+namespaces (seccomp; root's RLIMIT_NPROC would not bind). Kernel limits bound memory, CPU time,
+file size and descriptors; the parent bounds wall time and printed output.
 
-The limits are set by the child on itself before it installs the hook, not in `preexec_fn`:
-`preexec_fn` can deadlock in a parent that has threads (torch and tokenizers start them), and the
-child receives the program only afterwards, so no untrusted code runs without them.
+Needs: bubblewrap >= 0.5 (`apt-get install -y bubblewrap`), unprivileged user namespaces, Linux on
+x86_64 or aarch64. A real probe run checks this once per process; without it `run_program` refuses
+unless the caller passes `allow_unsafe=True` (CLI: `--unsafe-no-os-sandbox`): then the guard alone,
+which a hostile program can defeat, holds it, and `result.isolation` says so.
 
-Not covered by the operating-system layer: there is no network namespace, so network access is
-refused by the policy alone; files the child's user may read, and (when the child runs as the
-evaluator's own user, as when it is not root) the evaluator's processes, are protected by the policy
-alone. For hard isolation run the evaluation in a container without network.
+Does not promise: safety from kernel bugs reachable from an unprivileged user namespace, from CPU
+side channels, or from load within the limits (each concurrent run may use `memory_mb` and a core
+until its timeout). Host-wide facts any process may read (kernel version, CPU, memory totals, the
+interpreter's path) stay visible.
 
-Nothing the program does makes these functions raise: a bad program gives `ok=False` and a reason.
-Only a sandbox that cannot start at all raises `FastmathError`.
+Nothing a program does makes these functions raise: a bad program gives `ok=False` and a reason.
+Only a sandbox that cannot start raises `FastmathError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import json
 import math
 import os
 import re
 import selectors
+import shutil
 import signal
+import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 from fastmath.errors import FastmathError
 
@@ -80,17 +74,40 @@ ALLOWED_MODULES = (
     "typing",
     "copy",
 )
-# Imported up front (the program cannot read module files) with what allowed modules import lazily.
+# Imported up front (the guard refuses file access) with what allowed modules import lazily.
 _PRELOAD = (*ALLOWED_MODULES, "collections.abc", "_strptime")
+
+# The bubblewrap binary: a name looked up on PATH, or a path. Read at each call, so a deployment (or a
+# test) can point it elsewhere; each distinct value is probed once.
+BWRAP = "bwrap"
+ISOLATION_BWRAP = "bwrap"
+ISOLATION_UNSAFE = "in-process (unsafe)"
 
 STDOUT_CAP_BYTES = 10_000
 MAX_PROGRAM_CHARS = 100_000
 _STDERR_TAIL_BYTES = 4_000
 _OPEN_FILES = 8
-_NOBODY = 65534
+_SANDBOX_ID = "65534"  # nobody: the program is not root inside its namespace either
+_PROBE_TIMEOUT_S = 30.0
 _REASON_MARK = "\x1efastmath-sandbox: "
+_INSTALL_FIX = "install it: apt-get install -y bubblewrap"
+_UPGRADE_FIX = "upgrade it to 0.5 or newer (Debian 12+, Ubuntu 22.04+ ship one): apt-get install -y bubblewrap"
+_FILES_FIX = (
+    "it sees only its own executable, stdlib and libpython and /usr/lib, /usr/lib64, /lib, /lib64: "
+    "use an interpreter that needs nothing else (a pyenv, venv or distribution Python does)"
+)
+_USERNS_FIX = (
+    "enable unprivileged user namespaces: sysctl -w kernel.unprivileged_userns_clone=1 "
+    "(on Ubuntu 24.04+: sysctl -w kernel.apparmor_restrict_unprivileged_userns=0)"
+)
+_UNSAFE_HINT = (
+    "; or pass allow_unsafe=True (CLI: --unsafe-no-os-sandbox) to run model code with only the in-process "
+    "guard, which a hostile program can defeat"
+)
 
-# The child's bootstrap. The parent prepends `CONFIG = {...}`; the program arrives on stdin.
+# The child's bootstrap. The parent prepends `CONFIG = {...}`; the program arrives on stdin. It sets its
+# own limits before reading the program, so no untrusted code runs without them (and no preexec_fn,
+# which can deadlock a parent with threads).
 _CHILD = r"""
 import builtins
 import os
@@ -122,8 +139,6 @@ def describe(exc):
     return type(exc).__name__ + (": " + text[-1] if text else "")
 
 
-source = sys.stdin.buffer.read().decode("utf-8", "replace")
-sys.stdin.close()
 for name in CONFIG["preload"]:
     __import__(name)
 warnings.simplefilter("ignore")
@@ -139,6 +154,8 @@ for res, soft, hard in (
 ):
     resource.setrlimit(res, (soft, hard))
 
+source = sys.stdin.buffer.read().decode("utf-8", "replace")
+sys.stdin.close()
 try:
     program = compile(source, "<program>", "exec")
 except BaseException as exc:
@@ -168,23 +185,22 @@ def audit(event, args):
     report(2, "forbidden: " + event)
 
 
-# Functions that act on other processes without raising an audit event (a program running as the
-# evaluator's own user could signal, renice or pin it), and the means to rebuild them from scratch.
-OTHER_PROCESSES = ("pidfd_open", "setpriority", "sched_setaffinity", "sched_setparam", "sched_setscheduler")
-for module, names in (
-    (os, OTHER_PROCESSES),
-    (sys.modules["posix"], OTHER_PROCESSES),
-    (sys.modules["_signal"], ("pidfd_send_signal",)),
-    (sys.modules["_imp"], ("create_builtin", "create_dynamic")),
-):
-    for name in names:
-        if hasattr(module, name):
-            delattr(module, name)
-
 program_builtins = dict(vars(builtins))
-program_builtins["__import__"] = guarded_import
+if CONFIG["guard"]:  # off only in tests that show bwrap holding a program on its own
+    # Functions that act on other processes without raising an audit event, and the means to rebuild them.
+    OTHER_PROCESSES = ("pidfd_open", "setpriority", "sched_setaffinity", "sched_setparam", "sched_setscheduler")
+    for module, names in (
+        (os, OTHER_PROCESSES),
+        (sys.modules["posix"], OTHER_PROCESSES),
+        (sys.modules["_signal"], ("pidfd_send_signal",)),
+        (sys.modules["_imp"], ("create_builtin", "create_dynamic")),
+    ):
+        for name in names:
+            if hasattr(module, name):
+                delattr(module, name)
+    program_builtins["__import__"] = guarded_import
+    sys.addaudithook(audit)
 program_globals = {"__name__": "__main__", "__builtins__": program_builtins}
-sys.addaudithook(audit)
 try:
     exec(program, program_globals)
 except SystemExit as exc:
@@ -201,21 +217,50 @@ except BaseException as exc:
 os._exit(0)
 """
 
+# Seccomp: refuse process creation (RLIMIT_NPROC does not bind when the sandbox's uid maps to root
+# outside) and the kernel interfaces behind most namespace privilege escalations. Python never needs
+# them. clone3 gets ENOSYS so that libc falls back to clone, which gets EPERM like the rest.
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 1), "aarch64": (0xC00000B7, 2)}  # AUDIT_ARCH_*, column below
+_DENIED_SYSCALLS: tuple[tuple[str, int | None, int | None], ...] = (
+    ("clone", 56, 220),
+    ("fork", 57, None),  # aarch64 has only clone
+    ("vfork", 58, None),
+    ("ptrace", 101, 117),
+    ("process_vm_readv", 310, 270),
+    ("process_vm_writev", 311, 271),
+    ("unshare", 272, 97),
+    ("setns", 308, 268),
+    ("bpf", 321, 280),
+    ("userfaultfd", 323, 282),
+    ("perf_event_open", 298, 241),
+    ("io_uring_setup", 425, 425),
+    ("io_uring_enter", 426, 426),
+    ("io_uring_register", 427, 427),
+    ("keyctl", 250, 219),
+    ("add_key", 248, 217),
+    ("request_key", 249, 218),
+)
+_CLONE3 = 435  # the same number on both
+_X32_SYSCALL_BIT = 0x40000000
+
 # What the parent saw of a run: stdout, the tail of stderr, and the limit it hit (None if none).
 _Outcome = tuple[bytes, bytes, str | None]
 
 _FENCE = re.compile(r"```([^\n`]*)\n(.*?)```", re.DOTALL)
 _PYTHON_TAGS = frozenset({"", "python", "python3", "py"})
 
+_probe_lock = threading.Lock()
+_probed: dict[str, tuple[str, str] | None] = {}  # BWRAP value -> (why bwrap cannot run, the fix), or None
+
 
 @dataclass(frozen=True)
 class SandboxResult:
-    """What a sandboxed program printed and why it failed, if it did."""
+    """What a sandboxed program printed, why it failed if it did, and which isolation held it."""
 
     stdout: str
     error: str | None
     ok: bool
-    isolation: str = "in-process"
+    isolation: str
 
     @property
     def answer(self) -> str | None:
@@ -237,48 +282,198 @@ def extract_program(completion: str) -> str | None:
 def program_answer(
     completion: str, *, timeout_s: float = 5.0, memory_mb: int = 256, allow_unsafe: bool = False
 ) -> tuple[str | None, SandboxResult | None]:
-    """Extract and run the completion's program: (printed answer or None, result or None if no code)."""
+    """Extract and run the completion's program: (printed answer or None, result or None if no code).
+
+    The one path from a completion to an answer, for PoT and for anything else that grades programs.
+    """
     code = extract_program(completion)
     if code is None:
         return None, None
-    result = run_program(code, timeout_s=timeout_s, memory_mb=memory_mb)
+    result = run_program(code, timeout_s=timeout_s, memory_mb=memory_mb, allow_unsafe=allow_unsafe)
     return result.answer, result
 
 
-def run_program(code: str, timeout_s: float = 5.0, memory_mb: int = 256) -> SandboxResult:
-    """Run untrusted `code` in a fresh, limited interpreter; see the module docstring for the layers."""
+def run_program(
+    code: str, *, timeout_s: float = 5.0, memory_mb: int = 256, allow_unsafe: bool = False
+) -> SandboxResult:
+    """Run untrusted `code` under bubblewrap, or refuse (FastmathError) when bwrap cannot run.
+
+    `allow_unsafe=True` permits falling back to the in-process guard alone when bwrap cannot run; it
+    never replaces bwrap when bwrap works. `result.isolation` says which one ran.
+    """
     if timeout_s <= 0 or memory_mb < 64:
         raise FastmathError(
             f"sandbox limits timeout_s={timeout_s}, memory_mb={memory_mb} are too small: "
             "use timeout_s > 0 and memory_mb >= 64"
         )
+    problem = _bwrap_problem(BWRAP)
+    if problem is not None:
+        reason, fix = problem
+        if not allow_unsafe:
+            raise FastmathError(f"model code runs only under bubblewrap, and {reason}: {fix}{_UNSAFE_HINT}")
+        warnings.warn(f"sandbox: running model code without OS isolation: {reason}", RuntimeWarning, stacklevel=2)
+    isolation = ISOLATION_UNSAFE if problem is not None else ISOLATION_BWRAP
     if len(code) > MAX_PROGRAM_CHARS:
-        return SandboxResult(stdout="", error="program too long", ok=False)
+        return SandboxResult(stdout="", error="program too long", ok=False, isolation=isolation)
+    return _run(code, timeout_s, memory_mb, None if problem is not None else shutil.which(BWRAP))
+
+
+def main(inv) -> int:
+    """`python -m fastmath sandbox PROGRAM.py`: run a program file as PoT runs one, print JSON.
+
+    Exit status 0 when the program ran cleanly, 1 when it failed (the JSON says why).
+    """
+    args = inv.args
+    result = run_program(
+        _read_program(args.program),
+        timeout_s=args.timeout,
+        memory_mb=args.memory_mb,
+        allow_unsafe=args.unsafe_no_os_sandbox,
+    )
+    shown = {"ok": result.ok, "answer": result.answer, "stdout": result.stdout, "error": result.error,
+             "isolation": result.isolation}  # fmt: skip
+    print(json.dumps(shown, ensure_ascii=False, indent=2))
+    return 0 if result.ok else 1
+
+
+def _read_program(path: Path) -> str:
+    """The program file's text, or a FastmathError that names the file and the problem."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FastmathError(f"program file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise FastmathError(f"program file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    except OSError as exc:
+        raise FastmathError(f"cannot read program file {path}: {exc.strerror or exc}") from None
+
+
+def _bwrap_problem(bwrap: str) -> tuple[str, str] | None:
+    """(Why bubblewrap cannot isolate programs here, the fix), or None: a real run, once per BWRAP value."""
+    with _probe_lock:
+        if bwrap not in _probed:
+            _probed[bwrap] = _probe(bwrap)
+        return _probed[bwrap]
+
+
+def _probe(bwrap: str) -> tuple[str, str] | None:
+    """Run a trivial program exactly as real ones run: bwrap installed, namespaces allowed, binds complete."""
+    path = shutil.which(bwrap)
+    if path is None:
+        return f"bubblewrap ({bwrap}) is not installed", _INSTALL_FIX
+    machine = os.uname().machine
+    if machine not in _SECCOMP_ARCH:
+        return f"its seccomp filter does not support {machine} (only {', '.join(_SECCOMP_ARCH)})", "use one of those"
+    try:
+        result = _run("print(6 * 7)", _PROBE_TIMEOUT_S, 256, path)
+    except FastmathError as exc:
+        return f"bubblewrap ({path}) cannot be run ({exc.__cause__})", _INSTALL_FIX
+    if result.ok and result.stdout == "42\n":
+        return None
+    error = result.error or f"printed {result.stdout[:100]!r}"
+    if "Unknown option" in error:
+        return f"bubblewrap ({path}) is too old ({error})", _UPGRADE_FIX
+    if any(word in error.lower() for word in ("namespace", "uid map", "permission", "not permitted")):
+        return f"bubblewrap ({path}) cannot create the sandbox's namespaces ({error})", _USERNS_FIX
+    return f"Python ({sys.executable}) does not start inside bubblewrap ({error})", _FILES_FIX
+
+
+def _run(code: str, timeout_s: float, memory_mb: int, bwrap: str | None, guard: bool = True) -> SandboxResult:
+    """One run of the child bootstrap: under `bwrap` (a path) or, when None, directly (unsafe).
+
+    `guard=False` leaves out the in-process guard: for tests that show what bwrap holds on its own.
+    """
     config = {
         "mark": _REASON_MARK,
+        "guard": guard,
         "preload": list(_PRELOAD),
         "memory_bytes": memory_mb * 2**20,
         "cpu_seconds": math.ceil(timeout_s) + 1,
         "open_files": _OPEN_FILES,
     }
-    argv = [sys.executable, "-I", "-S", "-B", "-X", "utf8", "-c", f"CONFIG = {config!r}\n{_CHILD}"]
+    python = os.path.realpath(sys.executable)
+    child = [python, "-I", "-S", "-B", "-X", "utf8", "-c", f"CONFIG = {config!r}\n{_CHILD}"]
     deadline = time.monotonic() + timeout_s
-    with tempfile.TemporaryDirectory(prefix="fastmath-sandbox-") as cwd:
-        proc = _start(argv, cwd)
+    with contextlib.ExitStack() as stack:
+        if bwrap is None:
+            argv, cwd, fds = child, stack.enter_context(tempfile.TemporaryDirectory(prefix="fastmath-sandbox-")), ()
+        else:
+            seccomp = os.memfd_create("fastmath-seccomp")
+            stack.callback(os.close, seccomp)
+            os.write(seccomp, _seccomp_filter(os.uname().machine))
+            os.lseek(seccomp, 0, os.SEEK_SET)
+            argv, cwd, fds = [bwrap, *_bwrap_args(python), "--seccomp", str(seccomp), "--", *child], "/", (seccomp,)
+        proc = _start(argv, cwd, fds)
         try:
             stdout, stderr, limit = _supervise(proc, code.encode("utf-8", "replace"), deadline)
         finally:
             _kill_and_reap(proc)
+    isolation = ISOLATION_UNSAFE if bwrap is None else ISOLATION_BWRAP
     text = stdout.decode("utf-8", "replace")
     if limit is not None:
-        return SandboxResult(stdout=text, error=limit, ok=False)
+        return SandboxResult(stdout=text, error=limit, ok=False, isolation=isolation)
     if proc.returncode == 0:
-        return SandboxResult(stdout=text, error=None, ok=True)
-    return SandboxResult(stdout=text, error=_failure_reason(proc.returncode, stderr), ok=False)
+        return SandboxResult(stdout=text, error=None, ok=True, isolation=isolation)
+    # bwrap's init reports a child killed by signal N as exit status 128 + N.
+    status = 128 - proc.returncode if bwrap is not None and proc.returncode > 128 else proc.returncode
+    return SandboxResult(stdout=text, error=_failure_reason(status, stderr), ok=False, isolation=isolation)
 
 
-def _start(argv: list[str], cwd: str) -> subprocess.Popen[bytes]:
-    """Start the child in its own session (so its whole group can be killed), as `nobody` if possible."""
+@functools.cache
+def _bwrap_args(python: str) -> tuple[str, ...]:
+    """bwrap's options for running `python`: namespaces, identity, and a file system of Python alone."""
+    args = [
+        *("--unshare-all", "--unshare-user"),  # every namespace, the user one even where bwrap is setuid
+        *("--uid", _SANDBOX_ID, "--gid", _SANDBOX_ID, "--cap-drop", "ALL"),
+        *("--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox"),
+    ]
+    bound: list[str] = []
+    for path in ("/usr/lib", "/usr/lib64", "/lib", "/lib64"):  # the dynamic loader and the C library
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+            bound.append(path)
+    paths = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})
+    libpython = os.path.join(sysconfig.get_config_var("LIBDIR") or "", sysconfig.get_config_var("INSTSONAME") or "")
+    for path in (python, paths["stdlib"], paths["platstdlib"], libpython):
+        if os.path.exists(path) and not any(_inside(path, root) for root in bound):
+            args += ["--ro-bind", path, path]
+            bound.append(path)
+    for path in {paths["purelib"], paths["platlib"]}:  # installed packages stay out (-S keeps them off the path)
+        if os.path.isdir(path) and any(_inside(path, root) for root in bound):
+            args += ["--tmpfs", path, "--remount-ro", path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp"]
+    return (*args, "--remount-ro", "/")  # the root tmpfs too: only /tmp and /dev/shm are writable
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+@functools.cache
+def _seccomp_filter(machine: str) -> bytes:
+    """A classic-BPF seccomp program: other architectures die, denied calls fail, the rest pass."""
+    arch, column = _SECCOMP_ARCH[machine]
+
+    def insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+        return struct.pack("=HBBI", code, jt, jf, k)
+
+    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, kill, fail = 0x7FFF0000, 0x80000000, 0x00050000  # SECCOMP_RET_ALLOW, _KILL_PROCESS, _ERRNO
+    program = [insn(load, 4), insn(jeq, arch, 1, 0), insn(ret, kill), insn(load, 0)]  # seccomp_data.arch, .nr
+    if machine == "x86_64":  # the x32 ABI's numbers would bypass the list below
+        program += [insn(jge, _X32_SYSCALL_BIT, 0, 1), insn(ret, fail | errno.ENOSYS)]
+    program += [insn(jeq, _CLONE3, 0, 1), insn(ret, fail | errno.ENOSYS)]
+    for row in _DENIED_SYSCALLS:
+        number = row[column]
+        if number is not None:
+            program += [insn(jeq, number, 0, 1), insn(ret, fail | errno.EPERM)]
+    return b"".join([*program, insn(ret, allow)])
+
+
+def _start(argv: list[str], cwd: str, fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    """Start the child in its own session, so that killing its process group ends everything it started."""
     try:
         return subprocess.Popen(
             argv,
@@ -288,36 +483,11 @@ def _start(argv: list[str], cwd: str) -> subprocess.Popen[bytes]:
             cwd=cwd,
             env={},
             close_fds=True,
+            pass_fds=fds,
             start_new_session=True,
-            **_privilege_drop(),
         )
     except OSError as exc:
-        raise FastmathError(f"cannot start the program sandbox ({sys.executable}): {exc}") from exc
-
-
-@functools.cache
-def _privilege_drop() -> dict[str, Any]:
-    """Popen arguments that run the child as `nobody` when we are root, if `nobody` can run Python.
-
-    Often it cannot: an interpreter under /root (pyenv, conda) is not reachable by other users. The
-    probe finds out once per process; without the drop, the other layers still apply.
-    """
-    if os.geteuid() != 0:
-        return {}
-    drop: dict[str, Any] = {"user": _NOBODY, "group": _NOBODY, "extra_groups": []}
-    probe = [sys.executable, "-I", "-S", "-B", "-c", "import " + ", ".join(_PRELOAD)]
-    try:
-        if subprocess.run(probe, cwd="/", env={}, capture_output=True, timeout=60, **drop).returncode == 0:
-            return drop
-    except (OSError, subprocess.SubprocessError):
-        pass
-    warnings.warn(
-        f"sandbox: user nobody cannot run {sys.executable}, so sandboxed programs run as root, "
-        "held by the audit hook and resource limits only",
-        RuntimeWarning,
-        stacklevel=4,  # the caller of run_program
-    )
-    return {}
+        raise FastmathError(f"cannot start the program sandbox ({argv[0]}): {exc}") from exc
 
 
 def _supervise(proc: subprocess.Popen[bytes], code: bytes, deadline: float) -> _Outcome:
@@ -367,7 +537,8 @@ def _supervise(proc: subprocess.Popen[bytes], code: bytes, deadline: float) -> _
 
 
 def _kill_and_reap(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the child's whole process group (the child cannot leave it: it leads its session)."""
+    """Kill the child's whole process group: bwrap and the PID namespace's init, which takes the namespace
+    (every process the program started) with it; in unsafe mode, the child and whatever stayed in its group."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -376,13 +547,14 @@ def _kill_and_reap(proc: subprocess.Popen[bytes]) -> None:
             pipe.close()
 
 
-def _failure_reason(returncode: int, stderr: bytes) -> str:
-    """The child's own reason line if it wrote one, else what the exit status says."""
+def _failure_reason(status: int, stderr: bytes) -> str:
+    """The child's own reason line if it wrote one, else what the exit status (and stderr's last line) says."""
     text = stderr.decode("utf-8", "replace")
     if _REASON_MARK in text:
         return text.rsplit(_REASON_MARK, 1)[1].splitlines()[0]
-    if returncode == -signal.SIGXCPU:
+    if status == -signal.SIGXCPU:
         return "timeout"
-    if returncode < 0:
-        return f"killed ({signal.strsignal(-returncode) or f'signal {-returncode}'})"
-    return f"exit status {returncode}"
+    if status < 0:
+        return f"killed ({signal.strsignal(-status) or f'signal {-status}'})"
+    last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+    return f"exit status {status}" + (f": {last[:300]}" if last else "")

@@ -104,7 +104,7 @@ def test_every_strategy_writes_its_results_and_summary(compared, dataset):
     by_id = {strategy: rows(folder / f"{strategy}.jsonl") for strategy in ("self_consistency", "pot", "tot")}
     assert all(len(r["samples"]) == 3 for r in by_id["self_consistency"])
     assert all("program" in r and "sandbox_error" in r for r in by_id["pot"])
-    assert all(r["isolation"] in ("in-process", None) for r in by_id["pot"]), "which isolation ran is recorded"
+    assert all(r["isolation"] in ("bwrap", None) for r in by_id["pot"]), "which isolation ran is recorded"
     assert all(1 <= r["calls"] <= summary["tot"]["call_budget"] == 2 * 2 * 2 * 2 for r in by_id["tot"])
     # few-shot exemplars: fixed, recorded, from a train split (GSM8K's; for Chinese, the project's own)
     lang, source = ("zh", "sample_chinese_math.json:") if dataset == "mgsm_zh" else ("en", "train.jsonl:")

@@ -134,7 +134,7 @@ def test_program_of_thought_runs_the_written_program_in_the_sandbox():
     from fastmath.eval.strategies import run_program as run_written_program
 
     ok = run_written_program(_completion("Rolls left:\n```python\ntrays = 4\nprint(trays * 12 - 30)\n```"))
-    assert (ok.pred, ok.extra["sandbox_error"], ok.extra["isolation"]) == ("18", None, "in-process")
+    assert (ok.pred, ok.extra["sandbox_error"], ok.extra["isolation"]) == ("18", None, "bwrap")
     assert ok.extra["program"] == "trays = 4\nprint(trays * 12 - 30)\n"
     failed = run_written_program(_completion("```python\nimport os\nprint(os.getcwd())\n```\nThe answer is 18."))
     assert failed.pred is None and "forbidden" in failed.extra["sandbox_error"], "the printed result is the answer"
