@@ -2,16 +2,23 @@
 
 The case table (`grading_cases.jsonl`) covers the ways public harnesses mis-grade GSM8K (first
 `####`, `$29.00` vs 29, a run-on invented question fooling "last number"), English and Chinese
-answer formats, and no-answer completions. The reference-solution tests then check the grader
-against GSM8K's and MGSM's own gold answers.
+answer formats, numbers in words, lists that are no single answer, and no-answer completions.
+The reference-solution tests then check the grader against GSM8K's and MGSM's own gold answers.
+Completions are untrusted text, so the last sections check that grading never raises (numbers of
+thousands of digits) and stays linear in the completion's length, measured as time ratios.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import math
+import random
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -139,6 +146,14 @@ def test_final_answer_line() -> None:
         ("She asked the question: why 18?", "She asked the question: why 18?"),
         ("No marker at all: 18", "No marker at all: 18"),
         ("", ""),
+        # an answer in words counts as having answered; a restated question before it is kept
+        ("The answer is five.\n\nQuestion: What is 2+2?", "The answer is five.\n\n"),
+        ("答案是十八。\n问题：……", "答案是十八。\n"),
+        (
+            "Question: Tom has five pens.\nThe answer is five.\nQ: next?",
+            "Question: Tom has five pens.\nThe answer is five.\n",
+        ),
+        ("Question: Tom has five pens.\nQuestion: and then?", "Question: Tom has five pens.\nQuestion: and then?"),
     ],
 )
 def test_truncate_at_new_question(text: str, kept: str) -> None:
@@ -221,7 +236,7 @@ def _run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def _graded_rows() -> list[dict]:
     """300 lines, 100 per outcome by construction: `{i}` correct, `{i}+1` wrong, no digit = none."""
-    rows = []
+    rows: list[dict] = []
     for i in range(100):
         worked = f"{i + 1} - 1 = {i}\nThe answer is {i}."
         rows.append({"id": f"c{i}", "completion": worked, "answer": f"#### {i}"})
@@ -272,6 +287,7 @@ def test_cli_grades_a_file(tmp_path: Path) -> None:
         ('["not", "an", "object"]', "JSON object"),
         ('{"completion": null, "answer": "5"}', "'completion' must be text"),
         ('{"completion": "5", "answer": "no number here"}', "gold answer"),
+        ('{"completion": "5", "answer": 1e99999}', "out of range"),
     ],
 )
 def test_cli_bad_line_fails_without_writing(tmp_path: Path, bad_line: str, message: str) -> None:
@@ -291,3 +307,210 @@ def test_cli_missing_file(tmp_path: Path) -> None:
     proc = _run_cli(tmp_path / "nope.jsonl")
     assert proc.returncode == 2
     assert "nope.jsonl" in proc.stderr and "no such file" in proc.stderr
+
+
+# --- numbers too long for Python's int/str limit --------------------------------------------------------
+
+BIG = "1" + "0" * 5000  # 5,001 digits: past the interpreter's default 4,300-digit int/str limit
+HUGE = "9" * 50_000
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "expected"),
+    [
+        (f"The answer is {BIG}.", BIG, Grade(BIG, "correct")),
+        (f"The answer is {BIG}.", f"#### {BIG}", Grade(BIG, "correct")),
+        (f"\\boxed{{{BIG}}}", BIG[:-1] + "1", Grade(BIG, "wrong")),
+        (f"The answer is {HUGE}.", HUGE, Grade(HUGE, "correct")),
+        (f"The answer is {HUGE}.", HUGE[:-1] + "8", Grade(HUGE, "wrong")),
+        (f"#### 000{HUGE}.000", HUGE, Grade(HUGE, "correct")),  # padding zeros do not count
+        (f"The answer is -{HUGE}.", HUGE, Grade(f"-{HUGE}", "wrong")),
+        ("The answer is 18.", BIG, Grade("18", "wrong")),
+        (f"The answer is {BIG}.", "18", Grade(BIG, "wrong")),
+        (f"print('1' + '0' * 5000) gives {BIG}", BIG, Grade(BIG, "correct")),  # a PoT program's output
+        (f"The answer is 0.{'3' * 5000}.", "1/3", Grade(f"0.{'3' * 5000}", "wrong")),  # as written, no rounding
+        (f"The answer is {BIG}/{BIG}0.", f"{BIG}/{BIG}0", Grade(f"{BIG}/{BIG}0", "correct")),
+        (f"The answer is 1/{'0' * 5000}.", "1", Grade(None, "none")),  # a zero denominator is no number
+    ],
+    ids=[
+        "5001-equal",
+        "5001-gold-hash",
+        "5001-boxed-not-equal",
+        "50000-equal",
+        "50000-not-equal",
+        "50000-padded",
+        "50000-negative",
+        "small-vs-big-gold",
+        "big-vs-small-gold",
+        "pot-output",
+        "long-decimal-exact",
+        "big-fraction-as-written",
+        "big-zero-denominator",
+    ],
+)
+def test_huge_numbers_grade_without_raising(completion: str, gold: str, expected: Grade) -> None:
+    assert grade(completion, gold) == expected
+
+
+def test_huge_numbers_compare_and_parse() -> None:
+    thousands = "1" + ",000" * 2000  # 6,001 digits in groups of three
+    assert numbers_equal(f"${BIG}.00", BIG) and numbers_equal(thousands, thousands.replace(",", ""))
+    assert numbers_equal(HUGE, HUGE) and not numbers_equal(HUGE, HUGE + "9") and not numbers_equal(HUGE, "9")
+    assert gold_from_answer(f"So the total is huge.\n#### {HUGE}") == HUGE
+    assert gold_from_answer(thousands) == thousands.replace(",", "")
+    assert extract_answer("1" * 200) == "1" * 200 and extract_answer("1" * 201) == "1" * 201  # both sides of the cut
+
+
+def test_no_int_str_conversion_fails_even_at_the_lowest_limit() -> None:
+    """The largest exact values (parts of 200 digits, combined) print under the lowest limit a process may set."""
+    n, h = "9" * 200, "9" * 100
+    texts = [
+        f"\\boxed{{{n} {n[:-1]}/{n}}}",  # a mixed number: a 400-digit numerator
+        f"The answer is {n} and 1/{n}",
+        f"The answer is {h}.{h} trillion",
+        f"答案是{h}.{h}万亿",
+        f"#### {h}.{h}/0.{'0' * 198}1",
+        f"The answer is 1/{2**660}",  # an exact decimal of 660 places
+        "1" + "0" * 5000,
+    ]
+    script = (
+        "import json, sys\n"
+        "from fastmath.grading import extract_answer, grade\n"
+        "texts, gold = json.load(sys.stdin)\n"
+        "print([len(extract_answer(t)) for t in texts], [grade(t, gold).outcome for t in texts])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-X", "int_max_str_digits=640", "-c", script],
+        input=json.dumps([texts, n]),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{[601, 601, 201, 201, 299, 662, 5001]} {['wrong'] * 7}\n"  # pred lengths, outcomes
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [f'"{BIG}"', BIG, f"{BIG}.0", f'"#### {BIG}"'],
+    ids=["text", "json-integer", "json-float", "text-hash"],
+)
+def test_grade_file_with_a_5001_digit_number(tmp_path: Path, answer: str) -> None:
+    src, out = tmp_path / "run.jsonl", tmp_path / "graded.jsonl"
+    lines = [
+        f'{{"completion": "The answer is {BIG}.", "answer": {answer}}}',
+        f'{{"completion": "So {BIG}, or the answer is 7.", "answer": 7}}',
+        '{"completion": "The answer is 0.00001.", "answer": 1e-05}',  # an exponent is spelled out, not read as 1
+    ]
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert grade_file(src, out) == {"n": 3, "correct": 3, "wrong": 0, "none": 0, "accuracy": 1.0}
+    graded = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert graded[0]["pred"] == BIG and graded[1]["pred"] == "7" and graded[2]["answer"] == 1e-05
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "\\boxed{" * 2000 + BIG,
+        "\\frac{" + "1" * 6000,
+        f"\\boxed{{{BIG}}} #### {BIG} The answer is {BIG} and {BIG}",
+        f"The answer is {BIG} million, {BIG}万, {'9' * 199} and 1/3.",
+        f"答案是{'9' * 5000}万亿",
+        "The answer is " + "one hundred and " * 3000,
+        "答案是" + "一万" * 3000,
+        "0/0 " * 100 + "1,2,3 = =" * 100,
+        "".join(chr(c) for c in range(0x20, 0x3100)),
+    ],
+    ids=[
+        "nested-boxed",
+        "frac-digits",
+        "big-everywhere",
+        "big-scales",
+        "big-chinese",
+        "words",
+        "zh-units",
+        "junk",
+        "unicode",
+    ],
+)
+def test_extract_answer_never_raises(completion: str) -> None:
+    pred = extract_answer(completion)
+    assert pred is None or numbers_equal(pred, pred)
+
+
+# --- linear time, measured as ratios ------------------------------------------------------------------
+
+_RANDOM_TEXT = "".join(
+    random.Random(0).choices("abc xyz 0123456789 .,;:!?-+*/=$%(){}[]#\\\n'\"<>|答案是十八一万", k=2_000_000)
+)
+
+# Each family: size n -> a completion that a quadratic step (a scan per marker, a backtracking
+# regex, brace matching per `\boxed{`) makes slow.
+PATHOLOGICAL: dict[str, Callable[[int], str]] = {
+    "unclosed-boxed": lambda n: "\\boxed{" * n,
+    "invented-questions": lambda n: "\nQuestion: x" * n,
+    "boxed-one": lambda n: "\\boxed{1}" * n,
+    "digit-run": lambda n: "7" * n,
+    "one-comma": lambda n: "1," * n,
+    "dollar-one-comma": lambda n: "$1," * n,
+    "dollar-digits-no-cents": lambda n: "$" + "1" * n + " and 5 cent",
+    "thousands-chain": lambda n: "1" + ",000" * n + "0",
+    "answer-is": lambda n: "The answer is " * n,
+    "answer-is-one": lambda n: "The answer is 1. " * n,
+    "answer-label": lambda n: "A: " * n,
+    "expression-no-equals": lambda n: "The answer is 1 + " * n,
+    "spaces-after-operator": lambda n: "The answer is 5 +" + " " * n + "x",
+    "frac-digits": lambda n: "\\frac{" + "1" * n,
+    "number-words": lambda n: "The answer is " + "one hundred and " * n,
+    "chinese-markers": lambda n: "答案是" * n,
+    "random-text": lambda n: _RANDOM_TEXT[:n],
+}
+
+
+def _seconds(text: str) -> float:
+    """The fastest of three runs of `extract_answer`: the one least disturbed by other load."""
+    best = math.inf
+    gc.disable()
+    try:
+        for _ in range(3):
+            start = time.perf_counter()
+            extract_answer(text)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return best
+
+
+def _growth(make: Callable[[int], str]) -> tuple[int, float]:
+    """n where one run takes at least 20 ms, and t(2n) / t(n): about 2 when linear, 4 when quadratic."""
+    n = 256
+    while (base := _seconds(make(n))) < 0.02 and len(make(n)) < 1_000_000:
+        n *= 2
+    return n, _seconds(make(2 * n)) / base
+
+
+@pytest.mark.parametrize("family", PATHOLOGICAL)
+def test_grading_time_is_linear(family: str) -> None:
+    n, ratio = _growth(PATHOLOGICAL[family])
+    if ratio >= 3.0:  # one retry: a burst of load on a shared machine must not fail the suite
+        n, ratio = min(_growth(PATHOLOGICAL[family]), (n, ratio), key=lambda r: r[1])
+    assert ratio < 3.0, f"{family}: t(2n)/t(n) = {ratio:.2f} at n = {n}"
+
+
+@pytest.mark.parametrize(
+    ("completion", "pred"),
+    [
+        ("The answer is 1. " * 60_000, "1"),
+        ("$1," * 350_000, "1"),
+        ("\\boxed{" * 150_000, None),
+        ("\nQuestion: x" * 90_000, None),
+    ],
+    ids=["answer-is-one", "dollar-one-comma", "unclosed-boxed", "invented-questions"],
+)
+def test_megabyte_completions(completion: str, pred: str | None) -> None:
+    assert extract_answer(completion) == pred
+
+
+def test_megabyte_of_random_text() -> None:
+    pred = extract_answer(_RANDOM_TEXT[:1_000_000])
+    assert pred is None or numbers_equal(pred, pred)
