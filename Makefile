@@ -14,7 +14,8 @@ install:  ## install the pinned stack and fastmath itself (+ the GPU packages on
 	$(PY) -m pip install -r requirements.txt
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "CUDA GPU found: installing requirements-gpu.txt"; $(PY) -m pip install -r requirements-gpu.txt; \
-	else echo "no CUDA GPU: skipping requirements-gpu.txt (Unsloth, bitsandbytes, xformers)"; fi
+	else echo "no CUDA GPU: Unsloth's CPU backend only (--no-deps: no torchvision, xformers or triton)"; \
+		$(PY) -m pip install --no-deps $$(grep -E '^unsloth(_zoo)?==' requirements-gpu.txt); fi
 	@# fastmath itself, editable: `python -m fastmath` and `fastmath` then work from any folder.
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	@# Debian packages: bubblewrap isolates model-written programs (pot); chromium drives the browser test.

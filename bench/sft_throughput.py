@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_steps": args.warmup_steps,
             "overrides": args.overrides,
         },
-        "modes": {mode: {k: v for k, v in d.items() if k not in ("run_dir", "device")} for mode, d in modes.items()},
+        "modes": {mode: common.tidy_side(d) for mode, d in modes.items()},
         "ratios": ratios,
         "notes": [n for n in [common.contention_note(device, list(modes.values()))] if n],
     }

@@ -18,6 +18,16 @@ def test_shipped_recipes_parse_with_the_documented_values():
         load_recipe(path)
 
 
+def test_shipped_recipes_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from fastmath.resources import recipe_path
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("qwen2.5-7b-sft", "qwen2.5-7b-sft.yaml", "recipes/qwen2.5-7b-sft.yaml"):
+        assert recipe_path(name).samefile(REPO / "recipes" / "qwen2.5-7b-sft.yaml"), name
+    with pytest.raises(FastmathError, match="recipe 'elsewhere/tiny-sft.yaml' not found"):
+        recipe_path("elsewhere/tiny-sft.yaml")
+
+
 def test_overrides_and_seed_aliases_are_typed():
     o = parse_overrides(["training.num_epochs=1", "lora.r=8", "--batch_size", "2", "--model_name", "m/x"])
     r = load_recipe(REPO / "recipes" / "qwen2.5-7b-sft.yaml", o)

@@ -30,6 +30,9 @@ from fastmath.log import log
 from fastmath.models import torch_dtype, use_4bit
 
 COUNTS = "fastmath_counts.json"  # saved in each checkpoint-N/
+# Trainer settings a backend may change behind the recipe's back (Unsloth's patched TRL configs
+# turn padding-free and packing off and pick another optimizer): compared after the config is built.
+WATCHED = ("padding_free", "packing", "optim", "bf16", "fp16", "gradient_checkpointing")
 
 
 def trainer_args(recipe: Recipe, run_dir: Path, backend: str, stage: str) -> dict[str, Any]:
@@ -68,6 +71,18 @@ def trainer_args(recipe: Recipe, run_dir: Path, backend: str, stage: str) -> dic
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
+
+
+def backend_changes(requested: dict[str, Any], config) -> dict[str, list[Any]]:
+    """`{setting: [asked, got]}` for each watched setting the built config does not hold as asked,
+    with one warning naming them: what ran is then recorded, not what was asked."""
+    built = {key: getattr(config, key) for key in WATCHED if key in requested and hasattr(config, key)}
+    built = {key: getattr(value, "value", value) for key, value in built.items()}  # enums as their names
+    changed = {key: [requested[key], value] for key, value in built.items() if value != requested[key]}
+    if changed:
+        shown = ", ".join(f"{key} {asked} -> {got}" for key, (asked, got) in changed.items())
+        log.warning(f"the backend changed what the recipe asked for: {shown}")
+    return changed
 
 
 def batch_layout(batch: dict[str, Any]) -> str:
