@@ -175,6 +175,14 @@ def ensure_model(shape: str, path: Path) -> dict[str, Any]:
     return record
 
 
+def model_or_tiny(model: Path | None, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """(`--model` as given, or the tiny model built in `tmp`) and its record for the result file."""
+    if model is not None:
+        return model.resolve(), {"shape": "custom", "path": shown(model)}
+    record = ensure_model("tiny", tmp / "tiny-qwen2")
+    return tmp / "tiny-qwen2", {**record, "path": "a temp dir (deleted after the run)"}
+
+
 def build_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Worker: write a Qwen2.5-shaped model with random weights and fastmath's tiny tokenizer.
 

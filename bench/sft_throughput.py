@@ -59,12 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     run = common.provenance()
     device = common.device_info()
     with tempfile.TemporaryDirectory(prefix="sft-throughput-") as tmp:
-        if args.model is None:
-            model = Path(tmp) / "tiny-qwen2"
-            record = common.ensure_model("tiny", model)
-            record["path"] = "a temp dir (deleted after the run)"
-        else:
-            model, record = args.model.resolve(), {"shape": "custom", "path": common.shown(args.model)}
+        model, record = common.model_or_tiny(args.model, Path(tmp))
         modes = measure(args, model, Path(tmp) / "runs")
 
     padded = modes.get("padded", {})
