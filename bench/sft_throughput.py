@@ -32,6 +32,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--modes", default=",".join(MODES), help=f"batching modes, in order (default {','.join(MODES)})"
     )
+    parser.add_argument(
+        "--backend",
+        choices=("hf", "unsloth"),
+        default="hf",
+        help="backend of every mode (default hf: Unsloth's CPU backend turns padding-free and packing off)",
+    )
     common.add_training_args(parser, steps=20)
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -49,7 +55,7 @@ def measure(args: argparse.Namespace, model: Path, output_dir: Path) -> dict[str
     for mode in args.modes:
         print(f"\n=== batching={mode} ===", flush=True)
         overrides = {**shared, "training.batching": mode, "training.run_name": f"sft-{mode}"}
-        spec = {"stage": "sft", "recipe": str(args.recipe), "overrides": overrides}
+        spec = {"stage": "sft", "recipe": str(args.recipe), "overrides": overrides, "backend": args.backend}
         results[mode] = common.run_worker("bench.common:train_task", {**spec, "warmup_steps": args.warmup_steps})
     return results
 
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "gradient_accumulation_steps": args.grad_accum,
             "warmup_steps": args.warmup_steps,
+            "backend": args.backend,
             "overrides": args.overrides,
         },
         "modes": {mode: common.tidy_side(d) for mode, d in modes.items()},
