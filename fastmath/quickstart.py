@@ -1,18 +1,21 @@
 """`make quickstart`: the whole pipeline, offline on CPU, in a few minutes.
 
 tiny model -> SFT -> pairs mined from the SFT model -> DPO -> eval of base, SFT and DPO on the
-same problems -> a before/after table. Every stage is the command a user types (`fastmath.cli`),
-with the shipped tiny recipes. The tiny model learns the sample problems by heart: the table shows
-that each stage did its job and was measured, not that a 1M-parameter model can do arithmetic.
+same problems -> a before/after table. Every stage is the command a user types, run as its own
+process (a stage on Unsloth must import it before anything else), with the shipped tiny recipes.
+The tiny model learns the sample problems by heart: the table shows that each stage did its job
+and was measured, not that a 1M-parameter model can do arithmetic.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from fastmath import cli, runs
+from fastmath import runs
 from fastmath.config import load_recipe
 from fastmath.errors import FastmathError
 from fastmath.log import log
@@ -24,8 +27,8 @@ STRATEGY = "zero_shot"  # the prompt SFT trains on
 
 
 def command(*argv: str) -> None:
-    """One stage, exactly as `python -m fastmath ...` runs it."""
-    if cli.main(list(argv)) != 0:
+    """One stage: `python -m fastmath ...`, as its own process, its output passed through."""
+    if subprocess.run([sys.executable, "-m", "fastmath", *argv]).returncode != 0:
         raise FastmathError(f"`python -m fastmath {' '.join(argv)}` failed; its message is above")
 
 
