@@ -24,6 +24,7 @@ from typing import Any
 from fastmath import hub
 from fastmath.config import LoraConfig, ModelConfig
 from fastmath.errors import FastmathError
+from fastmath.log import log
 from fastmath.resources import cache_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
@@ -39,7 +40,8 @@ def resolve_backend(cfg: ModelConfig) -> str:
 
     On a CPU too: bench/backend_throughput.py measures Unsloth's CPU backend faster than hf for
     the tiny SFT (its chunked cross-entropy skips the LM head where no label is). Several
-    processes (DDP) take hf: Unsloth trains one.
+    processes (DDP) take hf: Unsloth trains one. So does a process that already loaded
+    transformers without Unsloth (the app after it loaded an hf run's model).
     """
     installed = importlib.util.find_spec("unsloth") is not None
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -51,15 +53,23 @@ def resolve_backend(cfg: ModelConfig) -> str:
         return "unsloth"
     if cfg.backend == "hf":
         return "hf"
+    if installed and not distributed and _too_late_for_unsloth():
+        log.warning("model.backend=auto takes hf: this process loaded transformers before Unsloth (restart it)")
+        return "hf"
     return "unsloth" if installed and not distributed else "hf"
+
+
+def _too_late_for_unsloth() -> bool:
+    """Whether this process already imported what Unsloth patches, without Unsloth (a long-running app)."""
+    return "unsloth" not in sys.modules and any(name in sys.modules for name in PATCHED_BY_UNSLOTH)
 
 
 def activate(backend: str) -> None:
     """Import Unsloth before trl/transformers/peft so its patches apply (a no-op on the hf backend)."""
     if backend != "unsloth" or "unsloth" in sys.modules:
         return
-    early = [name for name in PATCHED_BY_UNSLOTH if name in sys.modules]
-    if early:
+    if _too_late_for_unsloth():
+        early = [name for name in PATCHED_BY_UNSLOTH if name in sys.modules]
         raise FastmathError(
             f"model.backend=unsloth, but this process already loaded {', '.join(early)} without Unsloth's "
             "patches; start a new process (restart the app) to use Unsloth"

@@ -26,17 +26,26 @@ pytestmark = [
 ]
 
 WATCHED = ("unsloth", "transformers", "trl", "peft")
-# Runs a `python -m fastmath` command (argv) or a snippet (-c CODE), recording the first import of
-# each watched package into $IMPORT_ORDER when the process exits.
+# Runs a `python -m fastmath` command (argv) or a snippet (-c CODE), recording the order in which the
+# watched packages start executing into $IMPORT_ORDER when the process exits.
 RECORDER = """
 import atexit, json, os, sys
 order = []
 
 class Recorder:
+    # Records a watched package when its code starts running (not when it is merely looked up).
     def find_spec(self, name, path=None, target=None):
-        top = name.partition(".")[0]
-        if top in WATCHED and top not in order:
-            order.append(top)
+        if name not in WATCHED or name in order:
+            return None
+        for finder in sys.meta_path:
+            spec = finder.find_spec(name, path, target) if finder is not self and hasattr(finder, "find_spec") else None
+            if spec is not None and spec.loader is not None:
+                run = spec.loader.exec_module
+                def exec_module(module, run=run):
+                    order.append(name) if name not in order else None
+                    run(module)
+                spec.loader.exec_module = exec_module
+                return spec
         return None
 
 sys.meta_path.insert(0, Recorder())
@@ -173,3 +182,17 @@ def test_first_batch_loss_agrees_between_hf_and_unsloth(pipeline, tiny_model, sh
 
     hf, unsloth = first_loss(tmp_path / "hf"), first_loss(out / "sft")
     assert abs(unsloth - hf) / hf < 1e-3, (hf, unsloth)
+
+
+def test_a_process_that_loaded_transformers_first_is_never_patched_late(tmp_path):
+    """A long-running process (the app) that already loaded an hf model: `auto` takes hf there, and
+    an explicit `unsloth` is refused with the fix, rather than Unsloth patching half-loaded libraries."""
+    code = (
+        "import transformers\nfrom fastmath.config import ModelConfig\nfrom fastmath.errors import FastmathError\n"
+        "from fastmath.models import activate, resolve_backend\n"
+        "print(resolve_backend(ModelConfig(backend='auto')))\n"
+        "try:\n    activate('unsloth')\nexcept FastmathError as e:\n    print(e)\n"
+    )
+    p, order = recorded(tmp_path, "-c", code)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.splitlines()[0] == "hf" and "restart the app" in p.stdout and "unsloth" not in order

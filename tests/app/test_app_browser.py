@@ -137,7 +137,7 @@ def test_browser_runs_run_problems_and_a_streamed_answer(app_url, overfit_run, t
         page.get_by_label("Problem (English or Chinese)").fill(problem["question"])
         page.evaluate(RECORD_STREAM)
         page.get_by_role("button", name="Solve").click()
-        expect(page.get_by_text(f"Answer: {gold}")).to_be_visible()
+        expect(page.get_by_text(f"Answer: {gold}")).to_be_visible(timeout=120_000)  # the first load imports torch
         streamed = page.evaluate("window.streamed")
         growing = [t for t in streamed if t.endswith("▌")]  # the answer while it was being written
         assert len(growing) >= 2, streamed
