@@ -16,6 +16,12 @@ from fastmath.errors import FastmathError
 from fastmath.log import log
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen2/Qwen2.5's pre-tokenizer regex (their tokenizer.json; transformers' Qwen2Tokenizer): single digits,
+# case-insensitive contractions, letters with one leading non-letter, newline runs kept together.
+QWEN2_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 # Qwen2.5-Instruct's template without the tool-calling branches.
 CHAT_TEMPLATE = (
@@ -47,12 +53,24 @@ def _corpus() -> list[str]:
 
 
 def build_tokenizer(vocab_size: int = 2048):
-    """Byte-level BPE (like Qwen's): any text, English or Chinese, encodes without unknowns."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Byte-level BPE with Qwen2's normalizer and pre-tokenizer, field for field as in Qwen2.5's tokenizer.json.
+
+    transformers loads this directory (model_type qwen2) as Qwen2Tokenizer, which rebuilds Qwen2's
+    pre-tokenizer whatever tokenizer.json says; training the merges under the same splitting keeps
+    the file, what transformers runs and llama.cpp's "qwen2" pre-tokenizer in agreement. Any text,
+    English or Chinese, encodes without unknowns.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
