@@ -13,15 +13,10 @@ from pathlib import Path
 
 from fastmath import resources
 from fastmath.errors import FastmathError
+from fastmath.export.pretokenizer import QWEN2_REGEX
 from fastmath.log import log
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# Qwen2/Qwen2.5's pre-tokenizer regex (their tokenizer.json; transformers' Qwen2Tokenizer): single digits,
-# case-insensitive contractions, letters with one leading non-letter, newline runs kept together.
-QWEN2_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
-    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
 
 # Qwen2.5-Instruct's template without the tool-calling branches.
 CHAT_TEMPLATE = (
@@ -57,8 +52,9 @@ def build_tokenizer(vocab_size: int = 2048):
 
     transformers loads this directory (model_type qwen2) as Qwen2Tokenizer, which rebuilds Qwen2's
     pre-tokenizer whatever tokenizer.json says; training the merges under the same splitting keeps
-    the file, what transformers runs and llama.cpp's "qwen2" pre-tokenizer in agreement. Any text,
-    English or Chinese, encodes without unknowns.
+    the file, what transformers runs and llama.cpp's "qwen2" pre-tokenizer in agreement (export checks
+    it against the same reference before declaring it to llama.cpp). Any text, English or Chinese,
+    encodes without unknowns.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
