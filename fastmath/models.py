@@ -128,8 +128,11 @@ def check_model_dir(name: str) -> None:
         raise FastmathError(f"model directory {name} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): {fix}")
 
 
-def _check_safetensors(path: Path) -> None:
-    """The header of a .safetensors file must be whole and its tensors must fit in the file."""
+def safetensors_header(path: Path) -> dict[str, Any] | None:
+    """The JSON header of a .safetensors file (tensor name -> dtype, shape, data_offsets), if it is whole.
+
+    None when the header is cut or unreadable, or when its tensors do not fit in the file.
+    """
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
@@ -138,10 +141,19 @@ def _check_safetensors(path: Path) -> None:
     try:
         tensors = json.loads(header) if header else None
     except ValueError:
-        tensors = None
-    end = max((t["data_offsets"][1] for k, t in (tensors or {}).items() if k != "__metadata__"), default=-1)
-    if tensors is None or 8 + length + end > size:
-        raise FastmathError(f"{path} is truncated or corrupt ({size} bytes); retrain the run or restore the file")
+        return None
+    if not isinstance(tensors, dict):
+        return None
+    end = max((t["data_offsets"][1] for k, t in tensors.items() if k != "__metadata__"), default=-1)
+    return tensors if 8 + length + end <= size else None
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header of a .safetensors file must be whole and its tensors must fit in the file."""
+    if safetensors_header(path) is None:
+        raise FastmathError(
+            f"{path} is truncated or corrupt ({path.stat().st_size} bytes); retrain the run or restore the file"
+        )
 
 
 def check_adapter(run: Path) -> None:
@@ -153,7 +165,7 @@ def check_adapter(run: Path) -> None:
     _check_safetensors(weights)
 
 
-def _load_adapter(model, adapter: str, **kwargs: Any):
+def load_adapter(model, adapter: str, **kwargs: Any):
     """PEFT's load, with an adapter that does not fit the base model reported as such."""
     from peft import PeftModel
 
@@ -272,7 +284,7 @@ def load_for_training(
     if adapter is None:
         model = get_peft_model(model, peft_lora_config(lora))
     else:
-        model = _load_adapter(model, adapter, is_trainable=True)
+        model = load_adapter(model, adapter, is_trainable=True)
     return model, tokenizer
 
 
@@ -290,7 +302,7 @@ def load_for_inference(cfg: ModelConfig, adapter: str | None, backend: str):
         tokenizer = load_tokenizer(cfg)
         model = _hf_base(cfg)
         if adapter:
-            model = _load_adapter(model, adapter)
+            model = load_adapter(model, adapter)
             if not use_4bit(cfg):  # exact in full precision, and halves the matmuls per token
                 model = model.merge_and_unload()
         if not use_4bit(cfg) and model.device.type == "cpu":

@@ -8,7 +8,7 @@
     adapter_*       the PEFT adapter (+ tokenizer files); checkpoint-N/ while training
     pairs.jsonl     preference pairs mined from an SFT run (+ .samples.jsonl, .summary.json)
     eval/<dataset>/<strategy>.jsonl, <strategy>.settings.json, summary.json, comparison.md
-    exports/<format>-<quant>/  merged models and GGUF files
+    exports/<format>-<quant>/  a merged model or a GGUF file (+ Modelfile), and export.json
 
 Base models get a run too (`base-<model>/`, stage `base`), so their evaluations sit beside the
 trained runs'. Paths inside run files are absolute, so a run resolves from any working directory;
@@ -42,6 +42,7 @@ ADAPTER = "adapter_config.json"
 PAIRS = "pairs.jsonl"
 EVAL = "eval"
 EXPORTS = "exports"
+EXPORT_JSON = "export.json"
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "unsloth")
 
@@ -243,6 +244,16 @@ def saved_recipe(run: Path) -> Recipe:
 
 def eval_dir(run: Path, dataset: str) -> Path:
     return run / EVAL / dataset
+
+
+def export_dir(run: Path, fmt: str, quant: str) -> Path:
+    """Where `python -m fastmath export` writes a run's export by default."""
+    return run / EXPORTS / f"{fmt}-{quant}"
+
+
+def export_dirs(run: Path) -> list[Path]:
+    """The run's finished exports (a directory counts once its export.json is written, last), by name."""
+    return sorted(p.parent for p in (run / EXPORTS).glob(f"*/{EXPORT_JSON}"))
 
 
 def print_latest(inv) -> int:

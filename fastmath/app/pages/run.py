@@ -3,7 +3,7 @@
 import streamlit as st
 import yaml
 
-from fastmath import runs
+from fastmath import export, runs
 from fastmath.app import tables, ui
 
 st.title("Run")
@@ -26,7 +26,7 @@ st.caption(
     f"started {meta.get('started', '?')} · finished {meta.get('finished') or '—'}"
 )
 
-curves, evals, recipe, figures = st.tabs(["Curves", "Evaluation", "Recipe", "Summary"])
+curves, evals, recipe, figures, exported = st.tabs(["Curves", "Evaluation", "Recipe", "Summary", "Export"])
 with curves:
     frame = tables.metrics(run)
     if frame.empty:
@@ -58,3 +58,13 @@ with recipe:
         st.info("This run has no recipe.yaml (a base-model evaluation).")
 with figures:
     st.json(final or {"summary": "not written yet: the run has not finished"})
+with exported:
+    if not (run / runs.ADAPTER).is_file():
+        st.info("No adapter to export (a base-model run).")
+    else:
+        st.code("\n".join(export.export_command(run, fmt) for fmt in export.FORMATS), language="bash")
+        made = export.exports(run)
+        if made:
+            st.dataframe(made, hide_index=True)
+        else:
+            st.info("Not exported yet: run a command above (`--help` lists every quant).")
