@@ -5,7 +5,7 @@ ARGS    ?=
 OUTPUTS ?= outputs
 TINY    ?= models/tiny-qwen2
 
-.PHONY: help install test lint sft pairs dpo eval prompts export app quickstart bench clean
+.PHONY: help install test lint sft pairs dpo grpo eval prompts export app quickstart bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ pairs:  ## mine DPO pairs from the newest SFT run's own solutions
 dpo:  ## DPO of the newest SFT run on its mined pairs
 	$(PY) -m fastmath dpo $(or $(RECIPE),qwen2.5-7b-dpo) $(ARGS)
 
+grpo:  ## GRPO of the newest SFT run, rewarded by the grader: make grpo ARGS="grpo.num_generations=4"
+	$(PY) -m fastmath grpo $(or $(RECIPE),qwen2.5-7b-grpo) $(ARGS)
+
 eval:  ## evaluate the newest SFT run on GSM8K test with CoT: make eval ARGS="--dataset mgsm_zh"
 	$(PY) -m fastmath eval $(ARGS)
 
@@ -56,7 +59,7 @@ export:  ## export a run: make export RUN=outputs/<run> ARGS="--format gguf --qu
 app:  ## the Streamlit app over outputs/ (localhost:8501)
 	$(PY) -m streamlit run app.py --server.address localhost -- --outputs $(OUTPUTS)
 
-quickstart:  ## offline CPU demo on a tiny model the project builds: tiny model -> SFT -> pairs -> DPO -> eval
+quickstart:  ## offline CPU demo on a tiny model the project builds: tiny model -> SFT -> pairs -> DPO, GRPO -> eval
 	$(PY) -m fastmath quickstart --outputs $(OUTPUTS) --model $(TINY) $(ARGS)
 
 bench:  ## CPU smoke runs of the benchmarks (GPU figures: docs/benchmarks.md)

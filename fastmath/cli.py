@@ -59,6 +59,14 @@ def _sft_parent(inv: Invocation) -> Path:
     return runs.parent_run(inv.recipe.dpo.sft_run, inv.recipe.training.output_dir)
 
 
+def _grpo_parent(inv: Invocation) -> Path | None:
+    """grpo: grpo.sft_run, or the newest finished SFT run; none with grpo.fresh_lora."""
+    assert inv.recipe is not None
+    if inv.recipe.grpo.fresh_lora:
+        return None
+    return runs.parent_run(inv.recipe.grpo.sft_run, inv.recipe.training.output_dir)
+
+
 def _adapter_to_load(inv: Invocation) -> Path | None:
     """eval/prompts: --lora RUN, or the newest finished SFT run; none with --model alone."""
     lora, root = inv.args.lora, inv.recipe.training.output_dir  # type: ignore[union-attr]
@@ -178,6 +186,16 @@ COMMANDS: dict[str, Command] = {
             loads_model=True,
             resumable=True,
             parent=_sft_parent,
+        ),
+        Command(
+            "grpo",
+            "fastmath.train.grpo:main",
+            "GRPO: reinforcement learning on the grader's verdicts, from an SFT run's adapter",
+            stage="grpo",
+            recipe="qwen2.5-7b-grpo",
+            loads_model=True,
+            resumable=True,
+            parent=_grpo_parent,
         ),
         Command(
             "eval",
@@ -363,7 +381,7 @@ def _inherit(inv: Invocation, typed: dict[str, Any]) -> None:
         inv.recipe.data.system_prompt = trained.data.system_prompt
         inv.recipe.lora = trained.lora
     keep = {k: v for k, v in typed.items() if k.startswith(("model.", "data.system_prompt", "lora."))}
-    if inv.args.command in ("dpo", "pairs"):
+    if inv.args.command in ("dpo", "pairs", "grpo"):  # they continue training the parent's adapter
         keep = {k: v for k, v in keep.items() if k not in ("model.name", "lora.r", "lora.alpha")}
     for name, value in keep.items():
         config.apply(inv.recipe, name, value)

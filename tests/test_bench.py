@@ -178,3 +178,13 @@ def test_gpu_smoke_script_runs_the_user_path(tmp_path):
     for name in ("smoke-sft", "smoke-dpo", "smoke-eval"):
         assert json.loads((tmp_path / "out" / f"{name}.summary.json").read_text())
     assert json.loads((tmp_path / "out" / "smoke-sft.summary.json").read_text())["backend"] == "unsloth"
+
+
+def test_grpo_step_time_splits_a_step_into_rollout_scoring_and_training(tiny_model, tmp_path):
+    p = bench("grpo_step_time.py", "--model", str(tiny_model), "--steps", "2", "grpo.batch_size=4",
+              "grpo.max_completion_length=32", tmp_path=tmp_path)  # fmt: skip
+    result = json.loads((tmp_path / "results" / "grpo_step_time-cpu.json").read_text())
+    per_step, shares = result["per_step"], result["shares"]
+    assert per_step["step_s"] > 0 and per_step["rollout_s"] > 0 and per_step["score_s"] > 0
+    assert per_step["train_s"] > 0, "the step outlasts its rollout and scoring"
+    assert sum(shares.values()) == pytest.approx(1, abs=0.01) and "GRPO step" in p.stdout

@@ -32,7 +32,8 @@ from fastmath.models import torch_dtype, use_4bit
 COUNTS = "fastmath_counts.json"  # saved in each checkpoint-N/
 # Trainer settings a backend may change behind the recipe's back (Unsloth's patched TRL configs
 # turn padding-free and packing off and pick another optimizer): compared after the config is built.
-WATCHED = ("padding_free", "packing", "optim", "bf16", "fp16", "gradient_checkpointing")
+WATCHED = ("padding_free", "packing", "optim", "bf16", "fp16", "gradient_checkpointing", "per_device_train_batch_size")
+WATCHED += ("loss_type", "beta", "mask_truncated_completions", "epsilon_high", "use_vllm")  # GRPO's
 
 
 def trainer_args(recipe: Recipe, run_dir: Path, backend: str, stage: str) -> dict[str, Any]:
@@ -105,12 +106,15 @@ class Counts:
         self.layouts: Counter[str] = Counter()
 
     def add(self, batch: dict[str, Any]) -> None:
-        ids, mask = batch.get("input_ids"), batch.get("attention_mask")
-        if not isinstance(ids, torch.Tensor):  # GRPO computes its loss on batches of its own shape
-            ids = batch.get("prompt_ids")
-            if not isinstance(ids, torch.Tensor):
-                return
-        pad = int((mask == 0).sum()) if isinstance(mask, torch.Tensor) and mask.shape == ids.shape else 0
+        if "completion_ids" in batch and "input_ids" not in batch:  # GRPO: prompts and sampled completions
+            prompt, completion = batch["prompt_mask"], batch["completion_mask"]
+            real = int(prompt.sum() + completion.sum())
+            self.tokens, self.trained = self.tokens + real, self.trained + int(completion.sum())
+            self.pad += prompt.numel() + completion.numel() - real
+            self.layouts["padded" if prompt.numel() + completion.numel() > real else "plain"] += 1
+            return
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        pad = int((mask == 0).sum()) if isinstance(mask, torch.Tensor) else 0
         self.tokens += ids.numel() - pad
         self.pad += pad
         if "labels" in batch:  # SFT
