@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 
 from fastmath.errors import FastmathError
+from fastmath.hub import looks_like_path
+from fastmath.resources import SCHEME
 
 # The prompt strategies `fastmath.eval.strategies` implements (it checks that it implements exactly these).
 STRATEGY_NAMES = ("zero_shot", "few_shot", "cot", "zero_shot_cot", "structured_cot", "tot", "self_consistency", "pot")
@@ -345,14 +347,31 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return tree
 
 
+# Keys that may name a local file or folder; relative ones are read from the working folder.
+PATH_KEYS = (("model", "name"), ("data", "train"), ("dpo", "sft_run"), ("dpo", "pairs"), ("grpo", "sft_run"))
+
+
+def absolute(name: str) -> str:
+    """A local path made absolute, so what is saved resolves from any folder; hub ids and
+    shipped files (`fastmath:...`) stay as they are."""
+    path = Path(name).expanduser()
+    if name.startswith(SCHEME) or not (path.exists() or looks_like_path(name)):
+        return name
+    return str(path.resolve())
+
+
 def load_recipe(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Defaults, then the YAML file, then command-line overrides, each key checked."""
+    """Defaults, then the YAML file, then command-line overrides, each key checked; local paths absolute."""
     recipe = Recipe()
     if path is not None:
         for key_, value in _flatten(read_yaml(Path(path)), str(path)).items():
             apply(recipe, key_, value)
     for key_, value in (overrides or {}).items():
         apply(recipe, key_, value)
+    for section, name in PATH_KEYS:
+        value = getattr(getattr(recipe, section), name)
+        if value is not None:
+            setattr(getattr(recipe, section), name, absolute(value))
     return recipe
 
 

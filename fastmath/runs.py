@@ -26,12 +26,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fastmath.config import ModelConfig, Recipe, load_recipe, save_recipe
+from fastmath.config import ModelConfig, Recipe, absolute, load_recipe, save_recipe
 from fastmath.errors import FastmathError
-from fastmath.hub import looks_like_path
 from fastmath.io import atomic_write_json
 from fastmath.log import log
-from fastmath.resources import SCHEME
 
 RUN_JSON = "run.json"
 RECIPE = "recipe.yaml"
@@ -135,14 +133,6 @@ def model_settings(run: Path) -> ModelConfig:
     return ModelConfig(name=name)
 
 
-def _absolute(name: str) -> str:
-    """A local path as an absolute one (so a run resolves from anywhere); hub ids stay as they are."""
-    path = Path(name).expanduser()
-    if name.startswith(SCHEME) or not (path.exists() or looks_like_path(name)):
-        return name
-    return str(path.resolve())
-
-
 def _name(stage: str, model: str) -> str:
     return f"{stage}-{slug(Path(model.rstrip('/')).name)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -155,14 +145,12 @@ def slug(text: str) -> str:
 def create(recipe: Recipe, stage: str, parent: Path | None = None) -> Path:
     """A fresh run directory with run.json and recipe.yaml (written by the main process only).
 
-    Local paths in the recipe are made absolute first. Under `accelerate launch` every process must
-    agree on the directory, so the main process picks the timestamped name and broadcasts it.
+    Under `accelerate launch` every process must agree on the directory, so the main process picks
+    the timestamped name and broadcasts it.
     """
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    recipe.model.name = _absolute(recipe.model.name)
-    recipe.data.train = _absolute(recipe.data.train)
     state = PartialState()
     name = [recipe.training.run_name or _name(stage, recipe.model.name)]
     if state.num_processes > 1:
@@ -194,7 +182,7 @@ def create(recipe: Recipe, stage: str, parent: Path | None = None) -> Path:
 
 def base_run(root: Path, model: str) -> Path:
     """`<root>/base-<model>/`, the run a base model's evaluations belong to (made on first use)."""
-    name = _absolute(model)
+    name = absolute(model)
     run = root / f"base-{slug(Path(name.rstrip('/')).name)}"
     if not (run / RUN_JSON).is_file():
         atomic_write_json(run / RUN_JSON, {"stage": "base", "base_model": name, "status": "finished", "started": now()})
