@@ -79,7 +79,7 @@ def test_cli_missing_data_file_exits_2_with_message(tiny_model, tmp_path):
         timeout=120,
     )
     assert p.returncode == 2, p.stderr
-    assert "data file 'nope/missing.jsonl' not found" in p.stderr
+    assert "nope/missing.jsonl' not found; check data.train in the recipe" in p.stderr
     assert not any(tmp_path.iterdir()), "a failed start must not leave a run directory behind"
 
 
