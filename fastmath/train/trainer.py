@@ -233,31 +233,38 @@ def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool 
         # Only the trained adapter: DPO's frozen "ref" copy is the parent run's adapter already.
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(run_dir), selected_adapters=["default"])
         totals = reduced(trainer, counts)
-        if not trainer.is_world_process_zero():
-            return
-        tokenizer.save_pretrained(str(run_dir))
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        seen = [kind for kind, _ in Counter(totals["layouts"]).most_common()]
-        runs.finish(
-            run_dir,
-            {
-                **info,
-                "batching_seen": seen[0] if len(seen) == 1 else seen,
-                "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
-                "steps": trainer.state.global_step,
-                "epochs": round(trainer.state.epoch or 0.0, 4),
-                "final_loss": losses[-1] if losses else None,
-                "train_loss": result.training_loss,
-                "tokens": totals["tokens"],
-                "trained_tokens": totals["trained"],
-                "pad_fraction": round(totals["pad"] / max(1, totals["tokens"] + totals["pad"]), 4),
-                "wall_time_s": round(wall, 2),
-                "tokens_per_s": round(totals["tokens"] / max(wall, 1e-9), 1),
-                "processes": trainer.accelerator.num_processes,
-                **peak_memory(),
-                "versions": runs.library_versions(),
-            },
-        )
+        if trainer.is_world_process_zero():
+            _write_summary(trainer, tokenizer, run_dir, info, result.training_loss, totals, wall)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # under DDP, destroys the process group: no rank aborts at exit
+
+
+def _write_summary(trainer, tokenizer, run_dir: Path, info: dict[str, Any], train_loss: float,
+                   totals: dict[str, Any], wall: float) -> None:  # fmt: skip
+    """The tokenizer beside the adapter, then summary.json and the run marked finished (main process)."""
+    tokenizer.save_pretrained(str(run_dir))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    seen = [kind for kind, _ in Counter(totals["layouts"]).most_common()]
+    runs.finish(
+        run_dir,
+        {
+            **info,
+            "batching_seen": seen[0] if len(seen) == 1 else seen,
+            "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+            "steps": trainer.state.global_step,
+            "epochs": round(trainer.state.epoch or 0.0, 4),
+            "final_loss": losses[-1] if losses else None,
+            "train_loss": train_loss,
+            "tokens": totals["tokens"],
+            "trained_tokens": totals["trained"],
+            "pad_fraction": round(totals["pad"] / max(1, totals["tokens"] + totals["pad"]), 4),
+            "wall_time_s": round(wall, 2),
+            "tokens_per_s": round(totals["tokens"] / max(wall, 1e-9), 1),
+            "processes": trainer.accelerator.num_processes,
+            **peak_memory(),
+            "versions": runs.library_versions(),
+        },
+    )
 
 
 def reset_peak_memory() -> None:
