@@ -23,6 +23,7 @@ SHAPE=${SHAPE:-1.5b}
 COMPARE=${COMPARE:-7b}
 WORK=${WORK:-bench/.work/smoke}
 BUDGET=${BUDGET:-540}  # seconds for everything: a device command may run 10 minutes at most
+EVAL_SAMPLES=${EVAL_SAMPLES:-64}
 DATA=${DATA:-.gpu-data/gsm8k}
 [ -f "$DATA/train.jsonl" ] || DATA=../shared/data/gsm8k
 mkdir -p "$OUT/logs" "$WORK"
@@ -66,7 +67,7 @@ step pairs 90 make pairs ARGS="dpo.sft_run=$SFT $COMMON data.train=$DATA/train.j
 PAIRS=$SFT/pairs.jsonl
 [ -s "$PAIRS" ] || PAIRS=fastmath:samples/preference_data.json
 step dpo 90 make dpo ARGS="dpo.sft_run=$SFT dpo.pairs=$PAIRS $COMMON dpo.max_steps=5 training.run_name=smoke-dpo"
-step eval 90 make eval ARGS="--lora $SFT --output-dir $RUNS --dataset $DATA/test.jsonl --samples 64 \
+step eval 90 make eval ARGS="--lora $SFT --output-dir $RUNS --dataset $DATA/test.jsonl --samples $EVAL_SAMPLES \
     --max-new-tokens 128 model.backend=unsloth"
 for run in smoke-sft smoke-dpo; do
     [ -f "$RUNS/$run/summary.json" ] && cp "$RUNS/$run/summary.json" "$OUT/$run.summary.json"

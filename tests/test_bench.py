@@ -169,7 +169,7 @@ def test_backend_throughput_hf_vs_unsloth_side_by_side(tiny_model, shared_data, 
 
 def test_gpu_smoke_script_runs_the_user_path(tmp_path):
     """bench/gpu_smoke.sh on a CPU with the tiny shape: every `make` step of the GPU script, for real."""
-    env = {**os.environ, "SHAPE": "tiny", "COMPARE": "none", "OUT": str(tmp_path / "out"),
+    env = {**os.environ, "SHAPE": "tiny", "COMPARE": "none", "EVAL_SAMPLES": "8", "OUT": str(tmp_path / "out"),
            "WORK": str(tmp_path / "work"), "OMP_NUM_THREADS": "1"}  # fmt: skip
     p = subprocess.run(["bash", "bench/gpu_smoke.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=900)  # fmt: skip
