@@ -39,8 +39,8 @@ def recipe_path(name: str) -> Path:
     path = Path(name).expanduser()
     if path.exists():
         return path
-    shipped = recipes_dir() / f"{Path(name).stem}.yaml"
-    if Path(name).suffix in ("", ".yaml") and shipped.is_file():
+    shipped = recipes_dir() / f"{Path(name).name.removesuffix('.yaml')}.yaml"  # not .stem: `qwen2.5-7b-sft`
+    if shipped.is_file():
         return shipped
     raise FastmathError(
         f"recipe {name!r} not found: give a YAML file, or one of the shipped recipes: {', '.join(recipe_names())}"
