@@ -229,8 +229,15 @@ def marking_failure(run: Path):
         raise
 
 
+CHECKPOINT_DONE = "trainer_state.json"  # transformers writes it last: a checkpoint without it is half-saved
+
+
 def last_checkpoint(run: Path) -> Path | None:
-    checkpoints = [p for p in run.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    """The newest complete checkpoint. Ctrl-C during a save leaves a folder that cannot be resumed
+    from; resuming from the one before loses a few steps, not the run."""
+    checkpoints = [
+        p for p in run.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / CHECKPOINT_DONE).is_file()
+    ]
     return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
