@@ -1,6 +1,6 @@
 """Run directories: every path and file of `outputs/<run>/`, in one place.
 
-    run.json        stage, base model, parent run, start time, status (running | finished | failed), error
+    run.json        stage, base model, parent run, start time, status (running | finished | failed | stopped), error
     recipe.yaml     the keys the stage read, as it ran (config.Recipe.to_dict(stage))
     metrics.jsonl   one line per logging step
     summary.json    final figures, written once at the end
@@ -142,8 +142,10 @@ def _absolute(name: str) -> str:
     return str(path.resolve())
 
 
-def _name(stage: str, model: str) -> str:
-    return f"{stage}-{slug(Path(model.rstrip('/')).name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+def new_name(stage: str, model: str, stamp: str | None = None) -> str:
+    """`<stage>-<model folder>-<timestamp>`: a run's folder name unless training.run_name says otherwise
+    (the app picks one this way before it starts a command, so it knows where the run will be)."""
+    return f"{stage}-{slug(Path(model.rstrip('/')).name)}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def slug(text: str) -> str:
@@ -163,7 +165,7 @@ def create(recipe: Recipe, stage: str, parent: Path | None = None) -> Path:
     recipe.model.name = _absolute(recipe.model.name)
     recipe.data.train = _absolute(recipe.data.train)
     state = PartialState()
-    name = [recipe.training.run_name or _name(stage, recipe.model.name)]
+    name = [recipe.training.run_name or new_name(stage, recipe.model.name)]
     if state.num_processes > 1:
         broadcast_object_list(name)
     recipe.training.run_name = name[0]
@@ -191,12 +193,18 @@ def create(recipe: Recipe, stage: str, parent: Path | None = None) -> Path:
     return run
 
 
+def base_run_dir(root: Path, model: str) -> Path:
+    """`<root>/base-<model>/`, where a base model's evaluations go (nothing is written)."""
+    return root / f"base-{slug(Path(_absolute(model).rstrip('/')).name)}"
+
+
 def base_run(root: Path, model: str) -> Path:
-    """`<root>/base-<model>/`, the run a base model's evaluations belong to (made on first use)."""
-    name = _absolute(model)
-    run = root / f"base-{slug(Path(name.rstrip('/')).name)}"
+    """The base model's run (`base_run_dir`), its run.json written on first use."""
+    run = base_run_dir(root, model)
     if not (run / RUN_JSON).is_file():
-        atomic_write_json(run / RUN_JSON, {"stage": "base", "base_model": name, "status": "finished", "started": now()})
+        atomic_write_json(
+            run / RUN_JSON, {"stage": "base", "base_model": _absolute(model), "status": "finished", "started": now()}
+        )
     return run
 
 
