@@ -242,6 +242,23 @@ def test_run_page_shows_dpo_reward_and_margin_curves(monkeypatch, app_outputs):
     assert at.info[0].value.startswith("Not evaluated yet")
 
 
+def test_a_base_model_run_is_finished_on_every_tab(monkeypatch, app_outputs, sft_name, tmp_path):
+    outputs = _copy(app_outputs, tmp_path, sft_name)
+    base = outputs / "base-tiny-qwen2"
+    shutil.copytree(app_outputs / sft_name / "eval", base / "eval")
+    atomic_write_json(base / runs.RUN_JSON, {"stage": "base", "base_model": "/m/tiny-qwen2", "status": "finished"})
+    at = open_app(monkeypatch, outputs, "run")
+    _widget(at, "selectbox", "Run").set_value(base.name).run()
+    assert [m.value for m in at.metric] == ["finished"]
+    assert [i.value for i in at.info] == [
+        "A base model is not trained: it has no curves.",
+        "No log: the app keeps the output of the commands it starts; this run was started elsewhere.",
+        "This run has no recipe.yaml (a base-model evaluation).",
+        "A base model is evaluated, not trained: it has no training summary.",  # not "has not finished"
+    ]
+    assert len(at.dataframe[0].value) == len(STRATEGIES)  # its evaluations
+
+
 def test_a_training_run_refreshes_itself_until_it_ends(monkeypatch, app_outputs, sft_name, tmp_path):
     outputs = _copy(app_outputs, tmp_path, sft_name)
     run = outputs / sft_name

@@ -175,7 +175,9 @@ def test_browser_runs_run_problems_and_an_answer_written_as_it_comes(browser, ap
     problem = _gsm8k(GSM8K_TRAIN, 1)[0]
     gold = gold_from_answer(problem["answer"])
     page = _open_page(browser, app_url)
-    assert _cells(page)[1] == overfit_run.name  # the leaderboard's best run, in view
+    assert _cells(page)[1] == overfit_run.name  # the leaderboard's best run
+    scroller = page.get_by_test_id("stDataFrame").first.locator(".dvn-scroller")
+    assert scroller.evaluate("el => el.scrollWidth <= el.clientWidth")  # all of it in view at 1400 px
     expect(page.get_by_role("button", name="Deploy")).to_have_count(0)  # no developer toolbar
     _screenshot(page, "runs", tmp_path)
 
