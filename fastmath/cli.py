@@ -59,6 +59,14 @@ def _sft_parent(inv: Invocation) -> Path:
     return runs.parent_run(inv.recipe.dpo.sft_run, inv.recipe.training.output_dir)
 
 
+def _grpo_parent(inv: Invocation) -> Path | None:
+    """grpo: grpo.sft_run, or the newest finished SFT run; none with grpo.fresh_lora."""
+    assert inv.recipe is not None
+    if inv.recipe.grpo.fresh_lora:
+        return None
+    return runs.parent_run(inv.recipe.grpo.sft_run, inv.recipe.training.output_dir)
+
+
 def _adapter_to_load(inv: Invocation) -> Path | None:
     """eval/prompts: --lora RUN, or the newest finished SFT run; none with --model alone."""
     lora, root = inv.args.lora, inv.recipe.training.output_dir  # type: ignore[union-attr]
@@ -180,6 +188,16 @@ COMMANDS: dict[str, Command] = {
             parent=_sft_parent,
         ),
         Command(
+            "grpo",
+            "fastmath.train.grpo:main",
+            "GRPO: reinforcement learning on the grader's verdicts, from an SFT run's adapter",
+            stage="grpo",
+            recipe="qwen2.5-7b-grpo",
+            loads_model=True,
+            resumable=True,
+            parent=_grpo_parent,
+        ),
+        Command(
             "eval",
             "fastmath.eval.evaluate:main",
             "evaluate a model/adapter on GSM8K or MGSM under prompt strategies",
@@ -248,6 +266,24 @@ COMMANDS: dict[str, Command] = {
                 Option(("--model",), "tiny model dir", kwargs={"type": Path, "default": Path("models/tiny-qwen2")}),
                 Option(("--max-new-tokens",), "answer length", kwargs={"type": int, "default": 200}),
             ),
+        ),
+        Command(
+            "export",
+            "fastmath.export:main",
+            "a run's adapter merged into its base: 16-bit for transformers/vLLM, or GGUF (+ Ollama Modelfile)",
+            options=(
+                Option(("run",), "a run directory, or a run name in --output-dir", kwargs={"metavar": "RUN"}),
+                Option(("--format",), "merged or gguf", kwargs={"required": True}),
+                Option(("--quant",), "merged: bf16 (default), f16; gguf: f16 (default), bf16, q8_0, q4_k_m ..."),
+                Option(("--output",), "folder to write (default <run>/exports/<format>-<quant>/)"),
+                Option(
+                    ("--pre-tokenizer",),
+                    "declare the tokenizer's pre-tokenizer (qwen2) when llama.cpp's hash does not know it; checked",
+                ),
+                Option(("--force",), "replace an earlier export in the output folder", kwargs={"action": "store_true"}),
+                Option(("--output-dir",), "where runs live", kwargs={"default": "outputs"}),
+            ),
+            parent=lambda inv: runs.adapter_run(inv.args.run, inv.args.output_dir),
         ),
         Command(
             "latest-run",
@@ -345,7 +381,7 @@ def _inherit(inv: Invocation, typed: dict[str, Any]) -> None:
         inv.recipe.data.system_prompt = trained.data.system_prompt
         inv.recipe.lora = trained.lora
     keep = {k: v for k, v in typed.items() if k.startswith(("model.", "data.system_prompt", "lora."))}
-    if inv.args.command in ("dpo", "pairs"):
+    if inv.args.command in ("dpo", "pairs", "grpo"):  # they continue training the parent's adapter
         keep = {k: v for k, v in keep.items() if k not in ("model.name", "lora.r", "lora.alpha")}
     for name, value in keep.items():
         config.apply(inv.recipe, name, value)
@@ -357,7 +393,9 @@ def prepare(command: Command, argv: list[str]) -> Invocation:
     if command.stage is None:
         if rest:
             raise FastmathError(f"unexpected arguments {' '.join(rest)}; see python -m fastmath {command.name} --help")
-        return Invocation(args)
+        inv = Invocation(args)
+        inv.parent = command.parent(inv) if command.parent is not None else None
+        return inv
     args.recipe = getattr(args, "recipe", None)
     if args.recipe and "=" in args.recipe:  # `sft key=value` with no recipe file
         rest.insert(0, args.recipe)

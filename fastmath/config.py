@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 
 from fastmath.errors import FastmathError
+from fastmath.hub import looks_like_path
+from fastmath.resources import SCHEME
 
 # The prompt strategies `fastmath.eval.strategies` implements (it checks that it implements exactly these).
 STRATEGY_NAMES = ("zero_shot", "few_shot", "cot", "zero_shot_cot", "structured_cot", "tot", "self_consistency", "pot")
@@ -143,6 +145,32 @@ class DPOConfig:
     problems: int | None = key(512, "`fastmath pairs`: training problems to sample (null = all)", range=AT_LEAST_1)
 
 
+GRPO_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+
+
+@dataclass
+class GRPOConfig:
+    sft_run: str | None = key(None, "SFT run whose adapter GRPO continues (null = the newest finished one)")
+    fresh_lora: bool = key(False, "start from model.name with a fresh LoRA instead of an SFT run's adapter")
+    problems: int | None = key(512, "training problems from data.train (null = all)", range=AT_LEAST_1)
+    num_generations: int = key(8, "completions sampled per problem; rewards are compared within them", range=Range(2))
+    max_completion_length: int = key(512, "longest completion in tokens", range=AT_LEAST_1)
+    temperature: float = key(1.0, "sampling temperature of the rollouts", range=POSITIVE)
+    beta: float = key(0.0, "KL penalty towards the starting policy (0 = none, no reference pass)", range=NON_NEGATIVE)
+    loss_type: str = key("dapo", "TRL GRPO loss", choices=GRPO_LOSSES)
+    num_epochs: float = key(1.0, "GRPO: passes over the problems", range=NON_NEGATIVE, schedule=True)
+    max_steps: int = key(-1, "GRPO: optimizer steps; > 0 overrides num_epochs", schedule=True)
+    batch_size: int = key(4, "GRPO: problems per device per step (x num_generations completions)",
+                          range=AT_LEAST_1, schedule=True)  # fmt: skip
+    learning_rate: float = key(5e-6, "GRPO: peak learning rate", range=POSITIVE, schedule=True)
+    correctness_weight: float = key(1.0, "reward weight: 1 when the grader marks the answer correct, else 0")
+    format_weight: float = key(0.2, "reward weight: 1 when the completion ends with the final-answer line")
+    overlong_weight: float = key(0.0, "reward weight of the soft overlong penalty (0 = off)", range=NON_NEGATIVE)
+    overlong_buffer: int = key(64, "tokens before max_completion_length where the overlong penalty starts",
+                               range=AT_LEAST_1)  # fmt: skip
+    use_vllm: bool = key(False, "rollouts through vLLM (CUDA, vLLM installed), colocated with training")
+
+
 @dataclass
 class EvalConfig:
     datasets: list[str] = key(["gsm8k"], "gsm8k, mgsm_zh, mgsm_en or a .jsonl/.json/.tsv file")
@@ -169,11 +197,12 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def schedule(self, stage: str) -> Schedule:
         """The stage's own epochs, steps, batch size and learning rate."""
-        section = self.dpo if stage == "dpo" else self.training
+        section = getattr(self, SCHEDULE_SECTION.get(stage, "training"))
         return Schedule(section.num_epochs, section.max_steps, section.batch_size, section.learning_rate)
 
     def to_dict(self, stage: str | None = None) -> dict[str, Any]:
@@ -202,10 +231,11 @@ class Schedule:
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "sft": ("model", "lora", "data", "training"),
     "dpo": ("model", "lora", "data", "training", "dpo"),
+    "grpo": ("model", "lora", "data", "training", "grpo"),
     "pairs": ("model", "data", "dpo", "eval"),
     "eval": ("model", "data", "eval"),
 }
-SCHEDULE_SECTION = {"sft": "training", "dpo": "dpo"}
+SCHEDULE_SECTION = {"sft": "training", "dpo": "dpo", "grpo": "grpo"}
 
 
 def keys(sections: tuple[str, ...], stage: str | None = None) -> list[tuple[str, dataclasses.Field, Any]]:
@@ -324,14 +354,31 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return tree
 
 
+# Keys that may name a local file or folder; relative ones are read from the working folder.
+PATH_KEYS = (("model", "name"), ("data", "train"), ("dpo", "sft_run"), ("dpo", "pairs"), ("grpo", "sft_run"))
+
+
+def absolute(name: str) -> str:
+    """A local path made absolute, so what is saved resolves from any folder; hub ids and
+    shipped files (`fastmath:...`) stay as they are."""
+    path = Path(name).expanduser()
+    if name.startswith(SCHEME) or not (path.exists() or looks_like_path(name)):
+        return name
+    return str(path.resolve())
+
+
 def load_recipe(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Defaults, then the YAML file, then command-line overrides, each key checked."""
+    """Defaults, then the YAML file, then command-line overrides, each key checked; local paths absolute."""
     recipe = Recipe()
     if path is not None:
         for key_, value in _flatten(read_yaml(Path(path)), str(path)).items():
             apply(recipe, key_, value)
     for key_, value in (overrides or {}).items():
         apply(recipe, key_, value)
+    for section, name in PATH_KEYS:
+        value = getattr(getattr(recipe, section), name)
+        if value is not None:
+            setattr(getattr(recipe, section), name, absolute(value))
     return recipe
 
 

@@ -196,6 +196,19 @@ def final_answer_line(value: str, lang: str) -> str:
     return template.format(value.strip())
 
 
+def final_line_answer(completion: str, lang: str) -> str | None:
+    """The number on the completion's last line when that line is the final-answer line SFT teaches
+    ("The answer is N." / "答案是 N。"), else None: what GRPO's format reward checks."""
+    lines = [line.strip() for line in completion.strip().splitlines() if line.strip()]
+    prefix, _, suffix = _FINAL_LINES[lang].partition("{}")
+    if not lines or not lines[-1].startswith(prefix.rstrip()) or not lines[-1].endswith(suffix):
+        return None
+    try:
+        return gold_from_answer(lines[-1][len(prefix.rstrip()) : len(lines[-1]) - len(suffix)])
+    except FastmathError:  # no number, or several
+        return None
+
+
 def _normalize(text: str) -> str:
     """ASCII digits and signs, no markdown bold or simple LaTeX wrappers around numbers.
 

@@ -64,7 +64,7 @@ def _probe(repo_id: str, repo_type: str) -> str | None:
 
 
 def _unreachable(repo_id: str, repo_type: str, reason: str) -> FastmathError:
-    local = f"models/{repo_id.split('/')[-1]}" if repo_type == "model" else f"data/{repo_id.split('/')[-1]}"
+    local = f"models/{repo_id.split('/')[-1]}" if repo_type == "model" else f"datasets/{repo_id.split('/')[-1]}"
     type_flag = " --repo-type dataset" if repo_type == "dataset" else ""
     key = "model.name" if repo_type == "model" else "data.train"
     return FastmathError(

@@ -63,5 +63,6 @@ def setup() -> None:
     for logger in (log, logging.getLogger("py.warnings")):
         logger.handlers = [out, err]
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # a library that configured the root logger (Unsloth does) would print it twice
     logging.captureWarnings(True)
     log._fastmath_ready = True  # type: ignore[attr-defined]

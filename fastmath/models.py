@@ -1,9 +1,11 @@
-"""Model backends: Unsloth's fused LoRA kernels, or transformers + PEFT, and the checks before a load.
+"""Model backends: Unsloth, or transformers + PEFT, and the checks before a load.
 
-`import unsloth` patches trl and transformers as it loads, so it must come before anything
-imports them. The command line resolves the backend and calls `activate` before it imports the
-command's module (`fastmath.cli`), so no import order elsewhere can break that. Both backends
-hand the same kind of PEFT model to the same TRL trainers.
+Unsloth runs its fused 4-bit LoRA kernels on a CUDA GPU and, since 2026.10.9, a CPU backend
+elsewhere. `import unsloth` patches trl and transformers as it loads, so it must come before
+anything imports them: the command line resolves the backend and calls `activate` before it
+imports the command's module (`fastmath.cli`), and `activate` refuses if they are already
+loaded, so no import order elsewhere can silently break that. Both backends hand the same kind
+of PEFT model to the same TRL trainers, loaded in the recipe's dtype.
 
 A model directory or adapter that cannot load is found here, in milliseconds and with a message
 naming the fix, before a run directory exists, rather than as a traceback from deep in a loader.
@@ -15,38 +17,66 @@ import importlib.util
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
 from fastmath import hub
 from fastmath.config import LoraConfig, ModelConfig
 from fastmath.errors import FastmathError
+from fastmath.log import log
+from fastmath.resources import cache_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
-def resolve_backend(cfg: ModelConfig) -> str:
-    """`auto` = Unsloth on a single CUDA process when it is installed, else hf."""
-    import torch
+# What `import unsloth` patches; it must be imported before any of them.
+PATCHED_BY_UNSLOTH = ("trl", "transformers", "peft")
 
-    cuda = torch.cuda.is_available()
+
+def resolve_backend(cfg: ModelConfig) -> str:
+    """`auto` = Unsloth in a single process wherever it is installed, else hf.
+
+    On a CPU too: bench/backend_throughput.py measures Unsloth's CPU backend faster than hf for
+    the tiny SFT (its chunked cross-entropy skips the LM head where no label is). Several
+    processes (DDP) take hf: Unsloth trains one. So does a process that already loaded
+    transformers without Unsloth (the app after it loaded an hf run's model).
+    """
+    installed = importlib.util.find_spec("unsloth") is not None
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if cfg.backend == "unsloth":
-        if not cuda:
-            raise FastmathError("model.backend=unsloth needs a CUDA GPU; use model.backend=hf (or auto) here")
-        if importlib.util.find_spec("unsloth") is None:
-            raise FastmathError("model.backend=unsloth but unsloth is not installed: run `make install` on the GPU box")
+        if not installed:
+            raise FastmathError("model.backend=unsloth but unsloth is not installed: run `make install`")
+        if distributed:
+            raise FastmathError("model.backend=unsloth trains one process; use model.backend=hf for DDP")
         return "unsloth"
     if cfg.backend == "hf":
         return "hf"
-    return "unsloth" if cuda and not distributed and importlib.util.find_spec("unsloth") else "hf"
+    if installed and not distributed and _too_late_for_unsloth():
+        log.warning("model.backend=auto takes hf: this process loaded transformers before Unsloth (restart it)")
+        return "hf"
+    return "unsloth" if installed and not distributed else "hf"
+
+
+def _too_late_for_unsloth() -> bool:
+    """Whether this process already imported what Unsloth patches, without Unsloth (a long-running app)."""
+    return "unsloth" not in sys.modules and any(name in sys.modules for name in PATCHED_BY_UNSLOTH)
 
 
 def activate(backend: str) -> None:
-    """Import Unsloth before trl/transformers so its patches apply (a no-op on the hf backend)."""
-    if backend == "unsloth":
-        import unsloth  # noqa: F401
+    """Import Unsloth before trl/transformers/peft so its patches apply (a no-op on the hf backend)."""
+    if backend != "unsloth" or "unsloth" in sys.modules:
+        return
+    if _too_late_for_unsloth():
+        early = [name for name in PATCHED_BY_UNSLOTH if name in sys.modules]
+        raise FastmathError(
+            f"model.backend=unsloth, but this process already loaded {', '.join(early)} without Unsloth's "
+            "patches; start a new process (restart the app) to use Unsloth"
+        )
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # no call home from a training run
+    os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(cache_dir() / "unsloth_compiled_cache"))  # not the cwd
+    import unsloth  # noqa: F401
 
 
 def torch_dtype(cfg: ModelConfig):
@@ -98,8 +128,11 @@ def check_model_dir(name: str) -> None:
         raise FastmathError(f"model directory {name} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): {fix}")
 
 
-def _check_safetensors(path: Path) -> None:
-    """The header of a .safetensors file must be whole and its tensors must fit in the file."""
+def safetensors_header(path: Path) -> dict[str, Any] | None:
+    """The JSON header of a .safetensors file (tensor name -> dtype, shape, data_offsets), if it is whole.
+
+    None when the header is cut or unreadable, or when its tensors do not fit in the file.
+    """
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
@@ -108,10 +141,19 @@ def _check_safetensors(path: Path) -> None:
     try:
         tensors = json.loads(header) if header else None
     except ValueError:
-        tensors = None
-    end = max((t["data_offsets"][1] for k, t in (tensors or {}).items() if k != "__metadata__"), default=-1)
-    if tensors is None or 8 + length + end > size:
-        raise FastmathError(f"{path} is truncated or corrupt ({size} bytes); retrain the run or restore the file")
+        return None
+    if not isinstance(tensors, dict):
+        return None
+    end = max((t["data_offsets"][1] for k, t in tensors.items() if k != "__metadata__"), default=-1)
+    return tensors if 8 + length + end <= size else None
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header of a .safetensors file must be whole and its tensors must fit in the file."""
+    if safetensors_header(path) is None:
+        raise FastmathError(
+            f"{path} is truncated or corrupt ({path.stat().st_size} bytes); retrain the run or restore the file"
+        )
 
 
 def check_adapter(run: Path) -> None:
@@ -123,7 +165,7 @@ def check_adapter(run: Path) -> None:
     _check_safetensors(weights)
 
 
-def _load_adapter(model, adapter: str, **kwargs: Any):
+def load_adapter(model, adapter: str, **kwargs: Any):
     """PEFT's load, with an adapter that does not fit the base model reported as such."""
     from peft import PeftModel
 
@@ -168,15 +210,18 @@ def _hf_base(cfg: ModelConfig):
     return AutoModelForCausalLM.from_pretrained(hub.resolve(cfg.name, revision=cfg.revision), **kwargs)
 
 
-def _unsloth_load(cfg: ModelConfig, adapter: str | None):
+def _unsloth_load(cfg: ModelConfig, adapter: str | None, gradient_checkpointing: bool):
+    """Unsloth's loader, told everything: left to itself it picks bf16 on a CPU with AVX512-BF16
+    and turns gradient checkpointing on for adapters."""
     from unsloth import FastLanguageModel
 
     return FastLanguageModel.from_pretrained(
         model_name=adapter or hub.resolve(cfg.name, revision=cfg.revision),
         max_seq_length=cfg.max_seq_length,
-        dtype=None if cfg.dtype == "auto" else torch_dtype(cfg),
-        load_in_4bit=cfg.load_in_4bit,
+        dtype=torch_dtype(cfg),
+        load_in_4bit=use_4bit(cfg),
         revision=cfg.revision,
+        use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
     )
 
 
@@ -215,7 +260,7 @@ def load_for_training(
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
-        model, tokenizer = _unsloth_load(cfg, adapter)
+        model, tokenizer = _unsloth_load(cfg, adapter, gradient_checkpointing)
         if adapter is None:
             model = FastLanguageModel.get_peft_model(
                 model,
@@ -225,6 +270,7 @@ def load_for_training(
                 target_modules=lora.target_modules,
                 bias="none",
                 use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
+                random_state=seed,
                 max_seq_length=cfg.max_seq_length,
             )
         return model, tokenizer
@@ -238,7 +284,7 @@ def load_for_training(
     if adapter is None:
         model = get_peft_model(model, peft_lora_config(lora))
     else:
-        model = _load_adapter(model, adapter, is_trainable=True)
+        model = load_adapter(model, adapter, is_trainable=True)
     return model, tokenizer
 
 
@@ -250,13 +296,13 @@ def load_for_inference(cfg: ModelConfig, adapter: str | None, backend: str):
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
-        model, tokenizer = _unsloth_load(cfg, adapter)
+        model, tokenizer = _unsloth_load(cfg, adapter, gradient_checkpointing=False)
         FastLanguageModel.for_inference(model)
     else:
         tokenizer = load_tokenizer(cfg)
         model = _hf_base(cfg)
         if adapter:
-            model = _load_adapter(model, adapter)
+            model = load_adapter(model, adapter)
             if not use_4bit(cfg):  # exact in full precision, and halves the matmuls per token
                 model = model.merge_and_unload()
         if not use_4bit(cfg) and model.device.type == "cpu":

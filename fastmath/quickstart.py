@@ -1,18 +1,22 @@
 """`make quickstart`: the whole pipeline, offline on CPU, in a few minutes.
 
-tiny model -> SFT -> pairs mined from the SFT model -> DPO -> eval of base, SFT and DPO on the
-same problems -> a before/after table. Every stage is the command a user types (`fastmath.cli`),
-with the shipped tiny recipes. The tiny model learns the sample problems by heart: the table shows
-that each stage did its job and was measured, not that a 1M-parameter model can do arithmetic.
+tiny model -> SFT -> pairs mined from the SFT model -> DPO, and GRPO from the same SFT run -> eval
+of base, SFT, DPO and GRPO on the same problems -> a before/after table. Every stage is the command
+a user types, run as its own process (a stage on Unsloth must import it before anything else),
+with the shipped tiny recipes.
+The tiny model learns the sample problems by heart: the table shows that each stage did its job
+and was measured, not that a 1M-parameter model can do arithmetic.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from fastmath import cli, runs
+from fastmath import runs
 from fastmath.config import load_recipe
 from fastmath.errors import FastmathError
 from fastmath.log import log
@@ -24,8 +28,8 @@ STRATEGY = "zero_shot"  # the prompt SFT trains on
 
 
 def command(*argv: str) -> None:
-    """One stage, exactly as `python -m fastmath ...` runs it."""
-    if cli.main(list(argv)) != 0:
+    """One stage: `python -m fastmath ...`, as its own process, its output passed through."""
+    if subprocess.run([sys.executable, "-m", "fastmath", *argv]).returncode != 0:
         raise FastmathError(f"`python -m fastmath {' '.join(argv)}` failed; its message is above")
 
 
@@ -41,17 +45,20 @@ def main(inv) -> int:
     outputs, model, max_new = inv.args.outputs, inv.args.model, inv.args.max_new_tokens
     if not (model / "config.json").is_file():
         build_tiny_model(model)
-        log.info(f"1/5 tiny model built: {model}")
+        log.info(f"1/6 tiny model built: {model}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    sft, dpo = outputs / f"quickstart-sft-{stamp}", outputs / f"quickstart-dpo-{stamp}"
+    sft, dpo, grpo = (outputs / f"quickstart-{stage}-{stamp}" for stage in ("sft", "dpo", "grpo"))
     common = [f"model.name={model}", f"training.output_dir={outputs}", f"data.train={DATA}"]
     command("sft", "tiny-sft", *common, f"training.run_name={sft.name}")
-    log.info(f"2/5 SFT finished: {sft}")
+    log.info(f"2/6 SFT finished: {sft}")
     tuned = [f"dpo.sft_run={sft}", f"eval.max_new_tokens={max_new}", f"training.output_dir={outputs}"]
     command("pairs", "tiny-dpo", f"data.train={DATA}", *tuned)
-    log.info(f"3/5 pairs mined: {json.loads((sft / 'pairs.summary.json').read_text())['pairs']} pairs")
+    log.info(f"3/6 pairs mined: {json.loads((sft / 'pairs.summary.json').read_text())['pairs']} pairs")
     command("dpo", "tiny-dpo", f"data.train={DATA}", *tuned, f"training.run_name={dpo.name}")
-    log.info(f"4/5 DPO finished: {dpo}")
+    log.info(f"4/6 DPO finished: {dpo}")
+    command("grpo", "tiny-grpo", f"grpo.sft_run={sft}", f"data.train={DATA}", f"training.output_dir={outputs}",
+            f"training.run_name={grpo.name}")  # fmt: skip
+    log.info(f"5/6 GRPO finished: {grpo}")
 
     # The problems SFT learned (data.limit): the tiny model memorises, it does not generalise.
     samples = load_recipe(recipe_path("tiny-sft")).data.limit
@@ -59,8 +66,9 @@ def main(inv) -> int:
         "base": evaluate(runs.base_run(outputs, str(model)), samples, max_new, "--model", str(model)),
         "sft": evaluate(sft, samples, max_new, "--lora", str(sft)),
         "dpo": evaluate(dpo, samples, max_new, "--lora", str(dpo)),
+        "grpo": evaluate(grpo, samples, max_new, "--lora", str(grpo)),
     }
-    lines = [f"5/5 evaluated on the {samples} problems of {DATA} it trained on (strategy {STRATEGY}):\n",
+    lines = [f"6/6 evaluated on the {samples} problems of {DATA} it trained on (strategy {STRATEGY}):\n",
              f"{'stage':<6} {'accuracy':>9} {'95% CI':>17} {'no answer':>10}  run"]  # fmt: skip
     for name, s in rows.items():
         lo, hi = s["ci95"]

@@ -8,6 +8,7 @@ links to the same folders, so `make sft RECIPE=recipes/tiny-sft.yaml` keeps work
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
 
@@ -39,8 +40,9 @@ def recipe_path(name: str) -> Path:
     path = Path(name).expanduser()
     if path.exists():
         return path
-    shipped = recipes_dir() / f"{Path(name).name.removesuffix('.yaml')}.yaml"  # not .stem: `qwen2.5-7b-sft`
-    if shipped.is_file():
+    stem = path.name.removesuffix(".yaml")  # not Path.stem: `qwen2.5-7b-sft` has a dot of its own
+    shipped = recipes_dir() / f"{stem}.yaml"
+    if str(path.parent) in (".", "recipes") and shipped.is_file():
         return shipped
     raise FastmathError(
         f"recipe {name!r} not found: give a YAML file, or one of the shipped recipes: {', '.join(recipe_names())}"
@@ -60,3 +62,9 @@ def resolve(source: str) -> str:
 def sample(name: str) -> Path:
     """One of the shipped sample files (`sample_english_math.json`)."""
     return Path(resolve(f"{SCHEME}samples/{name}"))
+
+
+def cache_dir() -> Path:
+    """Where fastmath keeps what it fetches or compiles once: $FASTMATH_CACHE, else ~/.cache/fastmath."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastmath"
+    return Path(os.environ.get("FASTMATH_CACHE", default))

@@ -8,7 +8,7 @@
     adapter_*       the PEFT adapter (+ tokenizer files); checkpoint-N/ while training
     pairs.jsonl     preference pairs mined from an SFT run (+ .samples.jsonl, .summary.json)
     eval/<dataset>/<strategy>.jsonl, <strategy>.settings.json, summary.json, comparison.md
-    exports/<format>-<quant>/  merged models and GGUF files
+    exports/<format>-<quant>/  a merged model or a GGUF file (+ Modelfile), and export.json
 
 Base models get a run too (`base-<model>/`, stage `base`), so their evaluations sit beside the
 trained runs'. Paths inside run files are absolute, so a run resolves from any working directory;
@@ -26,12 +26,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fastmath.config import ModelConfig, Recipe, load_recipe, save_recipe
+from fastmath.config import ModelConfig, Recipe, absolute, load_recipe, save_recipe
 from fastmath.errors import FastmathError
-from fastmath.hub import looks_like_path
 from fastmath.io import atomic_write_json
 from fastmath.log import log
-from fastmath.resources import SCHEME
 
 RUN_JSON = "run.json"
 RECIPE = "recipe.yaml"
@@ -42,6 +40,7 @@ ADAPTER = "adapter_config.json"
 PAIRS = "pairs.jsonl"
 EVAL = "eval"
 EXPORTS = "exports"
+EXPORT_JSON = "export.json"
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "unsloth")
 
@@ -134,14 +133,6 @@ def model_settings(run: Path) -> ModelConfig:
     return ModelConfig(name=name)
 
 
-def _absolute(name: str) -> str:
-    """A local path as an absolute one (so a run resolves from anywhere); hub ids stay as they are."""
-    path = Path(name).expanduser()
-    if name.startswith(SCHEME) or not (path.exists() or looks_like_path(name)):
-        return name
-    return str(path.resolve())
-
-
 def new_name(stage: str, model: str, stamp: str | None = None) -> str:
     """`<stage>-<model folder>-<timestamp>`: a run's folder name unless training.run_name says otherwise
     (the app picks one this way before it starts a command, so it knows where the run will be)."""
@@ -156,14 +147,12 @@ def slug(text: str) -> str:
 def create(recipe: Recipe, stage: str, parent: Path | None = None) -> Path:
     """A fresh run directory with run.json and recipe.yaml (written by the main process only).
 
-    Local paths in the recipe are made absolute first. Under `accelerate launch` every process must
-    agree on the directory, so the main process picks the timestamped name and broadcasts it.
+    Under `accelerate launch` every process must agree on the directory, so the main process picks
+    the timestamped name and broadcasts it.
     """
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    recipe.model.name = _absolute(recipe.model.name)
-    recipe.data.train = _absolute(recipe.data.train)
     state = PartialState()
     name = [recipe.training.run_name or new_name(stage, recipe.model.name)]
     if state.num_processes > 1:
@@ -195,7 +184,7 @@ def create(recipe: Recipe, stage: str, parent: Path | None = None) -> Path:
 
 def base_run_dir(root: Path, model: str) -> Path:
     """`<root>/base-<model>/`, where a base model's evaluations go (nothing is written)."""
-    return root / f"base-{slug(Path(_absolute(model).rstrip('/')).name)}"
+    return root / f"base-{slug(Path(absolute(model).rstrip('/')).name)}"
 
 
 def base_run(root: Path, model: str) -> Path:
@@ -203,7 +192,7 @@ def base_run(root: Path, model: str) -> Path:
     run = base_run_dir(root, model)
     if not (run / RUN_JSON).is_file():
         atomic_write_json(
-            run / RUN_JSON, {"stage": "base", "base_model": _absolute(model), "status": "finished", "started": now()}
+            run / RUN_JSON, {"stage": "base", "base_model": absolute(model), "status": "finished", "started": now()}
         )
     return run
 
@@ -258,6 +247,16 @@ def saved_recipe(run: Path) -> Recipe:
 
 def eval_dir(run: Path, dataset: str) -> Path:
     return run / EVAL / dataset
+
+
+def export_dir(run: Path, fmt: str, quant: str) -> Path:
+    """Where `python -m fastmath export` writes a run's export by default."""
+    return run / EXPORTS / f"{fmt}-{quant}"
+
+
+def export_dirs(run: Path) -> list[Path]:
+    """The run's finished exports (a directory counts once its export.json is written, last), by name."""
+    return sorted(p.parent for p in (run / EXPORTS).glob(f"*/{EXPORT_JSON}"))
 
 
 def print_latest(inv) -> int:

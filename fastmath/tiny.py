@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fastmath import resources
 from fastmath.errors import FastmathError
+from fastmath.export.pretokenizer import QWEN2_REGEX
 from fastmath.log import log
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -47,12 +48,25 @@ def _corpus() -> list[str]:
 
 
 def build_tokenizer(vocab_size: int = 2048):
-    """Byte-level BPE (like Qwen's): any text, English or Chinese, encodes without unknowns."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Byte-level BPE with Qwen2's normalizer and pre-tokenizer, field for field as in Qwen2.5's tokenizer.json.
+
+    transformers loads this directory (model_type qwen2) as Qwen2Tokenizer, which rebuilds Qwen2's
+    pre-tokenizer whatever tokenizer.json says; training the merges under the same splitting keeps
+    the file, what transformers runs and llama.cpp's "qwen2" pre-tokenizer in agreement (export checks
+    it against the same reference before declaring it to llama.cpp). Any text, English or Chinese,
+    encodes without unknowns.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -48,6 +48,14 @@ def fastmath_cli(*args: str, env: dict[str, str] | None = None, timeout: float =
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fastmath_logging() -> None:
+    """fastmath's messages as the command line prints them (stdout; warnings on stderr), for capsys."""
+    from fastmath import log
+
+    log.setup()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not GSM8K_TRAIN.is_file():

@@ -72,10 +72,12 @@ def test_gpu_compare_sft_parity_and_honest_notes(compared):
     assert result["command"].startswith("python bench/gpu_compare.py") and result["versions"]["torch"]
     sft = result["parts"]["sft"]
     fast, baseline = sft["fast"], sft["baseline"]
-    assert (fast["backend"], fast["batching"]) == ("hf", "padding_free"), "no CUDA: the fast side falls back"
-    assert "Unsloth was not run" in fast["note"] and any("Unsloth was not run" in n for n in sft["notes"])
+    # No CUDA: the fast side is Unsloth's CPU backend, which turns the recipe's padding-free off, and says so.
+    assert (fast["backend"], fast["batching"], fast["batching_seen"]) == ("unsloth", "padding_free", "padded")
+    assert fast["changed_by_backend"]["padding_free"] == [True, False]
+    assert any("Unsloth's CPU backend" in n for n in sft["notes"])
     assert (baseline["backend"], baseline["batching"], baseline["gradient_checkpointing"]) == ("hf", "padded", True)
-    assert fast["pad_fraction"] == 0 < baseline["pad_fraction"]
+    assert baseline["batching_seen"] == "padded" and fast["tokens"] == baseline["tokens"]
     assert sft["speedup"] > 0 and sft["memory_ratio"] > 0
     assert sft["parity"]["key"] == "loss" and sft["parity"]["relative_diff"] < 1e-4 and sft["parity"]["same_tokens"]
     assert all(t["applies"] is False and t["met"] is None for t in sft["targets"])
@@ -152,3 +154,37 @@ def test_random_model_shapes_are_qwen25s_and_built_once(tmp_path, monkeypatch):
     assert record["dtype_on_disk"] == "bfloat16" and record["config"]["vocab_size"] == 4096
     monkeypatch.setattr(common, "run_worker", lambda *a: pytest.fail("a finished build must be reused"))
     assert common.ensure_model("mini", tmp_path / "mini") == record
+
+
+def test_backend_throughput_hf_vs_unsloth_side_by_side(tiny_model, shared_data, tmp_path):
+    p = bench("backend_throughput.py", "--model", str(tiny_model), *SMALL, tmp_path=tmp_path)
+    result = json.loads((tmp_path / "results" / "backend_throughput-cpu.json").read_text())
+    hf, unsloth = result["backends"]["hf"], result["backends"]["unsloth"]
+    assert (hf["backend"], unsloth["backend"]) == ("hf", "unsloth") and hf["dtype"] == unsloth["dtype"] == "float32"
+    assert hf["batching_seen"] == unsloth["batching_seen"] == "padded" and hf["tokens"] == unsloth["tokens"]
+    ratios = result["ratios"]["unsloth/hf"]
+    assert ratios["first_loss_relative_diff"] < 1e-3, "the same first batch gives the same loss on both backends"
+    assert ratios["tokens_per_s"] > 0 and ratios["peak_memory"] > 0 and "unsloth/hf: tokens/s" in p.stdout
+
+
+def test_gpu_smoke_script_runs_the_user_path(tmp_path):
+    """bench/gpu_smoke.sh on a CPU with the tiny shape: every `make` step of the GPU script, for real."""
+    env = {**os.environ, "SHAPE": "tiny", "COMPARE": "none", "OUT": str(tmp_path / "out"),
+           "WORK": str(tmp_path / "work"), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    p = subprocess.run(["bash", "bench/gpu_smoke.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=900)  # fmt: skip
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert "all steps passed" in p.stdout
+    for name in ("smoke-sft", "smoke-dpo", "smoke-eval"):
+        assert json.loads((tmp_path / "out" / f"{name}.summary.json").read_text())
+    assert json.loads((tmp_path / "out" / "smoke-sft.summary.json").read_text())["backend"] == "unsloth"
+
+
+def test_grpo_step_time_splits_a_step_into_rollout_scoring_and_training(tiny_model, tmp_path):
+    p = bench("grpo_step_time.py", "--model", str(tiny_model), "--steps", "2", "grpo.batch_size=4",
+              "grpo.max_completion_length=32", tmp_path=tmp_path)  # fmt: skip
+    result = json.loads((tmp_path / "results" / "grpo_step_time-cpu.json").read_text())
+    per_step, shares = result["per_step"], result["shares"]
+    assert per_step["step_s"] > 0 and per_step["rollout_s"] > 0 and per_step["score_s"] > 0
+    assert per_step["train_s"] > 0, "the step outlasts its rollout and scoring"
+    assert sum(shares.values()) == pytest.approx(1, abs=0.01) and "GRPO step" in p.stdout

@@ -36,7 +36,7 @@ def test_sample_files_in_the_seed_format():
     assert all(p.target().endswith(f"答案是 {p.gold}。") for p in zh)
 
 
-def test_bad_records_are_counted_by_line_and_good_ones_kept(tmp_path, caplog):
+def test_bad_records_are_counted_by_line_and_good_ones_kept(tmp_path, capsys):
     path = tmp_path / "mixed.jsonl"
     lines = [
         {"question": "Tom has 3 apples and buys 2. How many?", "answer": "3+2=5\n#### 5"},
@@ -49,7 +49,7 @@ def test_bad_records_are_counted_by_line_and_good_ones_kept(tmp_path, caplog):
     path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
     problems = load_problems(str(path))
     assert [p.gold for p in problems] == ["5", "5"]
-    err = caplog.text
+    err = capsys.readouterr().err
     assert "skipped 4 bad record(s)" in err
     for fragment in (
         "line 2: missing field 'answer'",
@@ -79,7 +79,7 @@ def test_cli_missing_data_file_exits_2_with_message(tiny_model, tmp_path):
         timeout=120,
     )
     assert p.returncode == 2, p.stderr
-    assert "data file 'nope/missing.jsonl' not found" in p.stderr
+    assert "nope/missing.jsonl' not found; check data.train in the recipe" in p.stderr
     assert not any(tmp_path.iterdir()), "a failed start must not leave a run directory behind"
 
 

@@ -46,7 +46,7 @@ def run_dpo(recipe: Recipe, sft_run: Path, backend: str, resume: Path | None = N
     from trl import DPOConfig, DPOTrainer
 
     from fastmath.models import load_for_training
-    from fastmath.train.trainer import train, trainer_args
+    from fastmath.train.trainer import backend_changes, train, trainer_args
 
     model, tokenizer = load_for_training(
         recipe.model, recipe.lora, backend, adapter=str(sft_run),
@@ -55,16 +55,19 @@ def run_dpo(recipe: Recipe, sft_run: Path, backend: str, resume: Path | None = N
     recipe.dpo.sft_run = str(sft_run.resolve())
     run_dir = resume or runs.create(recipe, "dpo", parent=sft_run)
     with runs.marking_failure(run_dir):
-        config = DPOConfig(
+        requested = dict(
             **trainer_args(recipe, run_dir, backend, "dpo"),
             beta=recipe.dpo.beta,
             loss_type=[recipe.dpo.loss_type],
             max_length=recipe.dpo.max_length,
         )
+        config = DPOConfig(**requested)
+        changed = backend_changes(requested, config)
         dataset = dpo_dataset(pairs, recipe.data.system_prompt)
         trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     info = {"stage": "dpo", "backend": backend, "base_model": recipe.model.name, "parent": sft_run.name}
-    train(trainer, tokenizer, run_dir, {**info, "pairs": len(pairs)}, resume=resume is not None, callbacks=callbacks)
+    info |= {"pairs": len(pairs), "changed_by_backend": changed}
+    train(trainer, tokenizer, run_dir, info, resume=resume is not None, callbacks=callbacks)
     return run_dir
 
 

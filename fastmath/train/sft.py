@@ -69,7 +69,7 @@ def run_sft(recipe: Recipe, backend: str, resume: Path | None = None, callbacks:
     from trl import SFTConfig, SFTTrainer
 
     from fastmath.models import load_for_training
-    from fastmath.train.trainer import train, trainer_args
+    from fastmath.train.trainer import backend_changes, train, trainer_args
 
     model, tokenizer = load_for_training(
         recipe.model,
@@ -83,7 +83,7 @@ def run_sft(recipe: Recipe, backend: str, resume: Path | None = None, callbacks:
 
     batching = resolve_batching(recipe.training.batching, backend, recipe.model.attn_implementation)
     with runs.marking_failure(run_dir):
-        config = SFTConfig(
+        requested = dict(
             **trainer_args(recipe, run_dir, backend, "sft"),
             # padding_free: each batch is one row of its examples back to back, positions restarting
             # at 0 per example, no padding; packed: rows of max_seq_length filled best-fit.
@@ -94,9 +94,12 @@ def run_sft(recipe: Recipe, backend: str, resume: Path | None = None, callbacks:
             loss_type="nll",
             dataset_num_proc=None,
         )
+        config = SFTConfig(**requested)
+        changed = backend_changes(requested, config)
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     info = {"stage": "sft", "backend": backend, "base_model": recipe.model.name, "examples": len(dataset)}
-    train(trainer, tokenizer, run_dir, {**info, "batching": batching}, resume=resume is not None, callbacks=callbacks)
+    info |= {"batching": batching, "changed_by_backend": changed}
+    train(trainer, tokenizer, run_dir, info, resume=resume is not None, callbacks=callbacks)
     return run_dir
 
 

@@ -30,6 +30,10 @@ from fastmath.log import log
 from fastmath.models import torch_dtype, use_4bit
 
 COUNTS = "fastmath_counts.json"  # saved in each checkpoint-N/
+# Trainer settings a backend may change behind the recipe's back (Unsloth's patched TRL configs
+# turn padding-free and packing off and pick another optimizer): compared after the config is built.
+WATCHED = ("padding_free", "packing", "optim", "bf16", "fp16", "gradient_checkpointing", "per_device_train_batch_size")
+WATCHED += ("loss_type", "beta", "mask_truncated_completions", "epsilon_high", "use_vllm")  # GRPO's
 
 
 def trainer_args(recipe: Recipe, run_dir: Path, backend: str, stage: str) -> dict[str, Any]:
@@ -70,6 +74,18 @@ def trainer_args(recipe: Recipe, run_dir: Path, backend: str, stage: str) -> dic
     )
 
 
+def backend_changes(requested: dict[str, Any], config) -> dict[str, list[Any]]:
+    """`{setting: [asked, got]}` for each watched setting the built config does not hold as asked,
+    with one warning naming them: what ran is then recorded, not what was asked."""
+    built = {key: getattr(config, key) for key in WATCHED if key in requested and hasattr(config, key)}
+    built = {key: getattr(value, "value", value) for key, value in built.items()}  # enums as their names
+    changed = {key: [requested[key], value] for key, value in built.items() if value != requested[key]}
+    if changed:
+        shown = ", ".join(f"{key} {asked} -> {got}" for key, (asked, got) in changed.items())
+        log.warning(f"the backend changed what the recipe asked for: {shown}")
+    return changed
+
+
 def batch_layout(batch: dict[str, Any]) -> str:
     """How a batch is laid out: padded (pad positions), padding_free (one row of several examples,
     positions restarting), packed (several such rows) or plain (rows of one example, no pads)."""
@@ -90,12 +106,15 @@ class Counts:
         self.layouts: Counter[str] = Counter()
 
     def add(self, batch: dict[str, Any]) -> None:
-        ids, mask = batch.get("input_ids"), batch.get("attention_mask")
-        if not isinstance(ids, torch.Tensor):  # GRPO computes its loss on batches of its own shape
-            ids = batch.get("prompt_ids")
-            if not isinstance(ids, torch.Tensor):
-                return
-        pad = int((mask == 0).sum()) if isinstance(mask, torch.Tensor) and mask.shape == ids.shape else 0
+        if "completion_ids" in batch and "input_ids" not in batch:  # GRPO: prompts and sampled completions
+            prompt, completion = batch["prompt_mask"], batch["completion_mask"]
+            real = int(prompt.sum() + completion.sum())
+            self.tokens, self.trained = self.tokens + real, self.trained + int(completion.sum())
+            self.pad += prompt.numel() + completion.numel() - real
+            self.layouts["padded" if prompt.numel() + completion.numel() > real else "plain"] += 1
+            return
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        pad = int((mask == 0).sum()) if isinstance(mask, torch.Tensor) else 0
         self.tokens += ids.numel() - pad
         self.pad += pad
         if "labels" in batch:  # SFT
@@ -216,31 +235,38 @@ def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool 
         # Only the trained adapter: DPO's frozen "ref" copy is the parent run's adapter already.
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(run_dir), selected_adapters=["default"])
         totals = reduced(trainer, counts)
-        if not trainer.is_world_process_zero():
-            return
-        tokenizer.save_pretrained(str(run_dir))
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        seen = [kind for kind, _ in Counter(totals["layouts"]).most_common()]
-        runs.finish(
-            run_dir,
-            {
-                **info,
-                "batching_seen": seen[0] if len(seen) == 1 else seen,
-                "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
-                "steps": trainer.state.global_step,
-                "epochs": round(trainer.state.epoch or 0.0, 4),
-                "final_loss": losses[-1] if losses else None,
-                "train_loss": result.training_loss,
-                "tokens": totals["tokens"],
-                "trained_tokens": totals["trained"],
-                "pad_fraction": round(totals["pad"] / max(1, totals["tokens"] + totals["pad"]), 4),
-                "wall_time_s": round(wall, 2),
-                "tokens_per_s": round(totals["tokens"] / max(wall, 1e-9), 1),
-                "processes": trainer.accelerator.num_processes,
-                **peak_memory(),
-                "versions": runs.library_versions(),
-            },
-        )
+        if trainer.is_world_process_zero():
+            _write_summary(trainer, tokenizer, run_dir, info, result.training_loss, totals, wall)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # under DDP, destroys the process group: no rank aborts at exit
+
+
+def _write_summary(trainer, tokenizer, run_dir: Path, info: dict[str, Any], train_loss: float,
+                   totals: dict[str, Any], wall: float) -> None:  # fmt: skip
+    """The tokenizer beside the adapter, then summary.json and the run marked finished (main process)."""
+    tokenizer.save_pretrained(str(run_dir))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    seen = [kind for kind, _ in Counter(totals["layouts"]).most_common()]
+    runs.finish(
+        run_dir,
+        {
+            **info,
+            "batching_seen": seen[0] if len(seen) == 1 else seen,
+            "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+            "steps": trainer.state.global_step,
+            "epochs": round(trainer.state.epoch or 0.0, 4),
+            "final_loss": losses[-1] if losses else None,
+            "train_loss": train_loss,
+            "tokens": totals["tokens"],
+            "trained_tokens": totals["trained"],
+            "pad_fraction": round(totals["pad"] / max(1, totals["tokens"] + totals["pad"]), 4),
+            "wall_time_s": round(wall, 2),
+            "tokens_per_s": round(totals["tokens"] / max(wall, 1e-9), 1),
+            "processes": trainer.accelerator.num_processes,
+            **peak_memory(),
+            "versions": runs.library_versions(),
+        },
+    )
 
 
 def reset_peak_memory() -> None:

@@ -255,6 +255,7 @@ def test_a_base_model_run_is_finished_on_every_tab(monkeypatch, app_outputs, sft
         "No log: the app keeps the output of the commands it starts; this run was started elsewhere.",
         "This run has no recipe.yaml (a base-model evaluation).",
         "A base model is evaluated, not trained: it has no training summary.",  # not "has not finished"
+        "No adapter to export (a base-model run).",
     ]
     assert len(at.dataframe[0].value) == len(STRATEGIES)  # its evaluations
 
@@ -527,7 +528,10 @@ def test_solve_page_has_one_stop_button_while_writing(monkeypatch, app_outputs):
 
 def test_solve_page_shows_timeouts_and_empty_problems_as_messages(monkeypatch, app_outputs, sft_name):
     at = open_app(monkeypatch, app_outputs, "solve")
-    _ask(at, _gsm8k(GSM8K_TEST, 1)[0]["question"], sft_name, timeout=0.1)
+    # the memorised problem with the longest solution (~320 tokens): writing it takes well over 0.1 s,
+    # where an unseen problem may get a short answer just as fast
+    longest = max(_gsm8k(GSM8K_TRAIN, 16), key=lambda r: len(r["answer"]))
+    _ask(at, longest["question"], sft_name, timeout=0.1)
     assert not at.exception
     assert [e.value for e in at.error] and "no complete answer within 0.1 s" in at.error[0].value
     _ask(at, "   ", sft_name)

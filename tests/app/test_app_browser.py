@@ -200,7 +200,7 @@ def test_browser_runs_run_problems_and_an_answer_written_as_it_comes(browser, ap
     _field(page, "Problem (English or Chinese)").fill(problem["question"])
     _field(page, "Expected answer (optional)").fill(gold)
     page.get_by_role("button", name="Solve").click()
-    expect(page.get_by_text(f"Right: {gold}")).to_be_visible()
+    expect(page.get_by_text(f"Right: {gold}")).to_be_visible(timeout=120_000)  # the first load imports torch
     expect(page.locator("mark", has_text=gold)).to_be_visible()
     _screenshot(page, "solve", tmp_path)
 
@@ -312,7 +312,7 @@ def test_screenshots_of_every_page(browser, request, tmp_path_factory):
         _field(page, "Problem (English or Chinese)").fill(problem["question"])
         _field(page, "Expected answer (optional)").fill(gold_from_answer(str(problem["gold"])))
         page.get_by_role("button", name="Solve").click()
-        expect(page.get_by_test_id("stAlert")).to_be_visible()
+        expect(page.get_by_test_id("stAlert")).to_be_visible(timeout=120_000)  # the first load imports torch
         _screenshot(page, "solve", folder, whole=True)
 
         _open(page, "Train")

@@ -109,7 +109,9 @@ def test_the_form_has_every_key_the_stage_reads_typed_with_the_recipes_values():
     assert {f.name: f.kind for f in jobs.fields("eval")}["eval.strategies"] == "choices"
     values = jobs.defaults("sft", "tiny-sft")
     assert (values["lora.r"], values["training.batching"], values["data.limit"]) == (64, "padding_free", 16)
-    assert jobs.commands()[:4] == ["sft", "dpo", "pairs", "eval"]  # grpo joins once it has recipe sections
+    assert jobs.commands() == ["sft", "dpo", "grpo", "pairs", "eval"]  # every stage with recipe sections
+    grpo = {f.name: f.kind for f in jobs.fields("grpo")}
+    assert grpo["grpo.sft_run"] == "run" and grpo["grpo.num_generations"] == "int" and "grpo" in jobs.TRAINING
 
 
 def test_a_job_is_found_again_by_a_new_app_and_a_reused_pid_is_not_it(tmp_path):

@@ -122,7 +122,7 @@ class LimitedMemory:
         return self.model.generate(input_ids=input_ids, **kwargs)
 
 
-def test_out_of_memory_halves_the_batch_instead_of_dying(overfit_model, prompts, caplog):
+def test_out_of_memory_halves_the_batch_instead_of_dying(overfit_model, prompts, capsys):
     model, tokenizer = overfit_model
     small = LimitedMemory(model, rows=2)
     decoding = Decoding(max_new_tokens=8)
@@ -130,7 +130,7 @@ def test_out_of_memory_halves_the_batch_instead_of_dying(overfit_model, prompts,
     batches = list(generate_batches(small, tokenizer, prompts, decoding, batch_size=8))
     assert small.refused == 2 and [len(b) for b in batches] == [2, 2, 2]
     assert dict(pair for b in batches for pair in b) == dict(enumerate(reference))
-    assert "retrying with 4" in caplog.text
+    assert "retrying with 4" in capsys.readouterr().err
     with pytest.raises(FastmathError, match="out of GPU memory generating one prompt"):
         list(generate_batches(LimitedMemory(model, rows=0), tokenizer, prompts[:1], decoding, batch_size=1))
 

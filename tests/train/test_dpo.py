@@ -150,7 +150,7 @@ def test_dpo_run_directory(dpo_run, overfit_run):
     assert not (dpo_run / "ref").exists(), "only the trained adapter is saved"
 
 
-def test_bad_preference_records_are_reported(tmp_path, caplog):
+def test_bad_preference_records_are_reported(tmp_path, capsys):
     path = tmp_path / "prefs.jsonl"
     records = [
         {"prompt": "1+1?", "chosen": "2. The answer is 2.", "rejected": "3. The answer is 3."},
@@ -161,7 +161,7 @@ def test_bad_preference_records_are_reported(tmp_path, caplog):
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n{broken\n")
     pairs = load_pairs(path)
     assert [p.prompt for p in pairs] == ["1+1?"]
-    out = caplog.text
+    out = capsys.readouterr().err
     for fragment in ("skipped 4 bad record(s)", "line 2: chosen == rejected", "line 3: missing field 'rejected'",
                      "line 4: empty prompt", "line 5: invalid JSON"):  # fmt: skip
         assert fragment in out

@@ -1,9 +1,10 @@
 """Run: one run's progress (live while it trains), curves, eval results with 95% intervals, log,
-recipe and summary, one tab each."""
+recipe, summary and exports, one tab each."""
 
 import streamlit as st
 import yaml
 
+from fastmath import export, runs
 from fastmath.app import tables, ui
 from fastmath.app.i18n import t
 
@@ -44,7 +45,9 @@ if files.status in ("stopped", "failed", "crashed"):
     ended = t("This run {status}: {reason}. The Train page can resume it.")
     st.warning(ended.format(status=files.status, reason=reason))
 
-curves, evals, logs, recipe, figures = st.tabs([t("Curves"), t("Evaluation"), t("Log"), t("Recipe"), t("Summary")])
+curves, evals, logs, recipe, figures, exported = st.tabs(
+    [t("Curves"), t("Evaluation"), t("Log"), t("Recipe"), t("Summary"), t("Export")]
+)
 with curves:
 
     def draw_curves() -> bool:
@@ -90,3 +93,13 @@ with figures:
         st.info(t("A base model is evaluated, not trained: it has no training summary."))
     else:
         st.info(t("summary.json is written when the run finishes; this run is {status}.").format(status=files.status))
+with exported:
+    if not (run / runs.ADAPTER).is_file():
+        st.info(t("No adapter to export (a base-model run)."))
+    else:
+        st.code("\n".join(export.export_command(run, fmt) for fmt in export.FORMATS), language="bash")
+        made = export.exports(run)
+        if made:
+            st.dataframe(made, hide_index=True)
+        else:
+            st.info(t("Not exported yet: run a command above (`--help` lists every quant)."))

@@ -1,0 +1,183 @@
+"""GRPO: reinforcement learning on the grader's verdicts, continuing an SFT run's adapter.
+
+    python -m fastmath grpo recipes/qwen2.5-7b-grpo.yaml            # newest finished SFT run
+    python -m fastmath grpo RECIPE grpo.sft_run=outputs/<sft> grpo.num_generations=8
+    python -m fastmath grpo RECIPE grpo.fresh_lora=true             # a base model with a fresh LoRA
+    python -m fastmath grpo --resume outputs/<run>
+
+For each problem TRL's GRPOTrainer samples `num_generations` solutions, scores each with
+fastmath's grader (`rewards`: correctness, the final-answer line, an optional overlong penalty,
+weighted as the recipe says) and moves the policy towards the solutions that scored above their
+group's mean. Two things make that work, and are kept here:
+
+- The prompt is exactly the SFT/eval prompt (`prompts.chat_messages` with the run's system
+  prompt, rendered by the tokenizer's chat template): asked any other way, a fine-tuned model
+  rarely answers right and every reward is 0.
+- A group whose samples all score the same teaches nothing (`frac_reward_zero_std`); a first step
+  where that holds for every group is warned about, naming the usual causes.
+
+The model, load settings, LoRA shape and system prompt come from the SFT run (`fastmath.cli`).
+Rollouts go through `model.generate`, or vLLM with `grpo.use_vllm` on a CUDA machine that has it.
+Each epoch's problem order depends only on (seed, epoch), so `--resume` repeats an uninterrupted
+run exactly (TRL's own sampler gives a resumed run epoch 0's order again).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fastmath import hub, runs
+from fastmath.config import Recipe
+from fastmath.data import load_problems
+from fastmath.errors import FastmathError
+from fastmath.log import log
+from fastmath.models import check_model_dir
+from fastmath.prompts import chat_messages, prompt_text
+from fastmath.train import rewards
+
+
+def grpo_dataset(problems, tokenizer, recipe: Recipe):
+    """Chat prompts (TRL applies the chat template, as SFT's prompts were), with `gold` and `lang` for the rewards.
+
+    Problems whose prompt leaves no room for `max_completion_length` within `model.max_seq_length`
+    are dropped and counted.
+    """
+    from datasets import Dataset
+
+    room = recipe.model.max_seq_length - recipe.grpo.max_completion_length
+    rows, too_long = [], 0
+    for p in problems:
+        messages = chat_messages(p.question, p.lang, recipe.data.system_prompt)
+        if len(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]) > room:
+            too_long += 1
+            continue
+        rows.append({"prompt": messages, "gold": p.gold, "lang": p.lang})
+    if too_long:
+        log.warning(f"dropped {too_long} problem(s) whose prompt leaves under grpo.max_completion_length tokens")
+    if not rows:
+        raise FastmathError("no problem fits: raise model.max_seq_length or lower grpo.max_completion_length")
+    return Dataset.from_list(rows)
+
+
+def reward_functions(recipe: Recipe) -> tuple[list, list[float]]:
+    """The reward functions and their weights; the overlong penalty only when it weighs something."""
+    g = recipe.grpo
+    funcs: list = [rewards.correctness, rewards.answer_format]
+    weights = [g.correctness_weight, g.format_weight]
+    if g.overlong_weight > 0:
+        funcs.append(rewards.Overlong(g.max_completion_length, g.overlong_buffer))
+        weights.append(g.overlong_weight)  # the penalty is negative already
+    return funcs, weights
+
+
+def trainer_class():
+    """TRL's GRPOTrainer (Unsloth's, once Unsloth is imported) with two additions, built after the
+    backend is active: each epoch's order from (seed, epoch), and where a step's time goes."""
+    from trl import GRPOTrainer
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochSeededSampler(RepeatSampler):
+        """TRL's sampler, reseeded per epoch: a resumed run skips finished epochs without drawing them."""
+
+        def set_epoch(self, epoch: int) -> None:
+            if self.shuffle:
+                self.generator.manual_seed((self.seed or 0) + epoch)
+
+    class Trainer(GRPOTrainer):
+        """Logs `timing/rollout_s` (sampling the completions) and `timing/score_s` (rewards, log-probs,
+        advantages) per step; TRL's own timers reach only wandb/mlflow, never metrics.jsonl."""
+
+        def _get_train_sampler(self, dataset=None):
+            s = super()._get_train_sampler(dataset)
+            return EpochSeededSampler(
+                data_source=s.data_source, mini_repeat_count=s.mini_repeat_count, batch_size=s.batch_size,
+                repeat_count=s.repeat_count, shuffle=s.shuffle, seed=s.seed,
+            )  # fmt: skip
+
+        def _generate_single_turn(self, *args, **kwargs):
+            start = time.perf_counter()
+            out = super()._generate_single_turn(*args, **kwargs)
+            self._rollout_s = time.perf_counter() - start
+            return out
+
+        def _generate_and_score_completions(self, inputs):
+            start, self._rollout_s = time.perf_counter(), 0.0
+            out = super()._generate_and_score_completions(inputs)
+            metrics = self._metrics["train" if self.model.training else "eval"]
+            metrics["timing/rollout_s"].append(self._rollout_s)
+            metrics["timing/score_s"].append(time.perf_counter() - start - self._rollout_s)
+            return out
+
+    return Trainer
+
+
+def _warn_if_nothing_to_learn():
+    """A callback: warns once when every group of the first logged step scored the same."""
+    from transformers import TrainerCallback
+
+    class NothingToLearn(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and logs.get("frac_reward_zero_std") == 1.0 and state.global_step <= args.logging_steps:
+                log.warning(
+                    f"step {state.global_step}: every problem's {args.num_generations} samples scored the same "
+                    f"(mean reward {logs.get('reward', 0):.2f}), so GRPO has nothing to learn from them: is the "
+                    "model asked as it was trained (data.system_prompt), and are the problems neither all solved "
+                    "nor all out of reach (raise grpo.temperature or grpo.num_generations)?"
+                )
+
+    return NothingToLearn()
+
+
+def run_grpo(recipe: Recipe, parent: Path | None, backend: str, resume: Path | None = None, callbacks=()) -> Path:
+    """Train the adapter with GRPO as the recipe says; return the run directory."""
+    g = recipe.grpo
+    problems = load_problems(recipe.data.train, recipe.data.split, recipe.data.subset, g.problems, recipe.data.language)
+    hub.resolve(recipe.model.name, revision=recipe.model.revision)
+    check_model_dir(recipe.model.name)
+    from trl import GRPOConfig
+
+    from fastmath.models import load_for_training
+    from fastmath.train.trainer import backend_changes, train, trainer_args
+
+    model, tokenizer = load_for_training(
+        recipe.model, recipe.lora, backend, adapter=str(parent) if parent else None,
+        gradient_checkpointing=recipe.training.gradient_checkpointing, seed=recipe.training.seed,
+    )  # fmt: skip
+    dataset = grpo_dataset(problems, tokenizer, recipe)
+    funcs, weights = reward_functions(recipe)
+    if parent is not None:
+        g.sft_run = str(parent.resolve())
+    run_dir = resume or runs.create(recipe, "grpo", parent=parent)
+    with runs.marking_failure(run_dir):
+        requested: dict[str, Any] = {
+            **trainer_args(recipe, run_dir, backend, "grpo"),
+            # TRL counts completions per device batch: batch_size problems, num_generations each
+            "per_device_train_batch_size": g.batch_size * g.num_generations,
+            "num_generations": g.num_generations,
+            "max_completion_length": g.max_completion_length,
+            "temperature": g.temperature,
+            "beta": g.beta,
+            "loss_type": g.loss_type,
+            "reward_weights": weights,
+            "mask_truncated_completions": False,
+            "epsilon_high": None,
+            "use_vllm": g.use_vllm,
+            "vllm_mode": "colocate",
+        }
+        config = GRPOConfig(**requested)
+        changed = backend_changes(requested, config)
+        trainer = trainer_class()(
+            model=model, reward_funcs=funcs, args=config, train_dataset=dataset, processing_class=tokenizer
+        )
+    info = {"stage": "grpo", "backend": backend, "base_model": recipe.model.name, "examples": len(dataset)}
+    info |= {"parent": parent.name if parent else None, "changed_by_backend": changed}
+    callbacks = (_warn_if_nothing_to_learn(), *callbacks)
+    train(trainer, tokenizer, run_dir, info, resume=resume is not None, callbacks=callbacks)
+    return run_dir
+
+
+def main(inv) -> int:
+    run_grpo(inv.recipe, inv.parent, inv.backend, resume=inv.resume)
+    return 0

@@ -1,0 +1,47 @@
+"""GRPO's rewards, from fastmath's grader: plain functions with TRL's reward-function signature.
+
+TRL calls each as `f(prompts=..., completions=..., completion_ids=..., **columns)` once per
+generation batch, one value per completion; `columns` are the dataset's other columns (`gold`,
+`lang`), repeated like the prompts. With chat prompts a completion is `[{"role": "assistant",
+"content": text}]`. A function's `__name__` names its metrics: `rewards/<name>/mean` and `/std`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastmath.grading import final_line_answer, grade
+
+
+def completion_text(completion: str | list[dict[str, Any]]) -> str:
+    """The completion's text, whether TRL passes a string or an assistant turn."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m["content"] for m in completion if m.get("role") == "assistant" and isinstance(m["content"], str))
+
+
+def correctness(completions: Sequence, gold: Sequence[str], **_: Any) -> list[float]:
+    """1 when the grader marks the answer correct against the gold, else 0 (wrong or no answer)."""
+    return [float(grade(completion_text(c), g).outcome == "correct") for c, g in zip(completions, gold, strict=True)]
+
+
+def answer_format(completions: Sequence, lang: Sequence[str], **_: Any) -> list[float]:
+    """1 when the completion ends with the final-answer line the evaluator reads ("The answer is N."), else 0."""
+    ended = [final_line_answer(completion_text(c), lg) for c, lg in zip(completions, lang, strict=True)]
+    return [float(number is not None) for number in ended]
+
+
+class Overlong:
+    """DAPO's soft overlong penalty: 0 up to `max_length - buffer` tokens, then down to -1 at `max_length`.
+
+    A class rather than a closure so that it pickles; `__name__` names its metrics.
+    """
+
+    __name__ = "overlong"
+
+    def __init__(self, max_length: int, buffer: int):
+        self.start, self.buffer = max_length - buffer, buffer
+
+    def __call__(self, completion_ids: Sequence[Sequence[int]], **_: Any) -> list[float]:
+        return [max(-1.0, min(0.0, (self.start - len(ids)) / self.buffer)) for ids in completion_ids]
