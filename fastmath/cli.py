@@ -319,9 +319,9 @@ def keys_help(command: Command) -> str:
     for name, f, hint in config.keys(config.STAGE_SECTIONS[command.stage], command.stage):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
         allowed = f.metadata["choices"] or (f"{f.metadata['range']}" if f.metadata["range"] else "")
-        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
         extra = f" [{', '.join(allowed) if isinstance(allowed, tuple) else allowed}]" if allowed else ""
-        lines.append(f"  {name}  ({config.type_name(hint)} = {shown})  {f.metadata['help']}{extra}")
+        shown = f"{config.type_name(hint)} = {config.value_text(default)}"
+        lines.append(f"  {name}  ({shown})  {f.metadata['help']}{extra}")
     return "\n".join(lines)
 
 

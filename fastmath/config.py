@@ -263,6 +263,13 @@ def type_name(hint: Any) -> str:
     return hint.__name__
 
 
+def value_text(value: Any) -> str:
+    """A value as YAML writes it on one line (`null`, `0.005`, `[cot, pot]`, `'123'` for a string):
+    how --help shows defaults, and `key=value` text that reads back as exactly this value."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), allow_unicode=True)
+    return text.strip().removesuffix("...").strip()
+
+
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(options))}"

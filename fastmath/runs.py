@@ -1,6 +1,6 @@
 """Run directories: every path and file of `outputs/<run>/`, in one place.
 
-    run.json        stage, base model, parent run, start time, status (running | finished | failed), error
+    run.json        stage, base model, parent run, start time, status (running | finished | failed | stopped), error
     recipe.yaml     the keys the stage read, as it ran (config.Recipe.to_dict(stage))
     metrics.jsonl   one line per logging step
     summary.json    final figures, written once at the end
@@ -133,8 +133,10 @@ def model_settings(run: Path) -> ModelConfig:
     return ModelConfig(name=name)
 
 
-def _name(stage: str, model: str) -> str:
-    return f"{stage}-{slug(Path(model.rstrip('/')).name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+def new_name(stage: str, model: str, stamp: str | None = None) -> str:
+    """`<stage>-<model folder>-<timestamp>`: a run's folder name unless training.run_name says otherwise
+    (the app picks one this way before it starts a command, so it knows where the run will be)."""
+    return f"{stage}-{slug(Path(model.rstrip('/')).name)}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def slug(text: str) -> str:
@@ -152,7 +154,7 @@ def create(recipe: Recipe, stage: str, parent: Path | None = None) -> Path:
     from accelerate.utils import broadcast_object_list
 
     state = PartialState()
-    name = [recipe.training.run_name or _name(stage, recipe.model.name)]
+    name = [recipe.training.run_name or new_name(stage, recipe.model.name)]
     if state.num_processes > 1:
         broadcast_object_list(name)
     recipe.training.run_name = name[0]
@@ -180,12 +182,18 @@ def create(recipe: Recipe, stage: str, parent: Path | None = None) -> Path:
     return run
 
 
+def base_run_dir(root: Path, model: str) -> Path:
+    """`<root>/base-<model>/`, where a base model's evaluations go (nothing is written)."""
+    return root / f"base-{slug(Path(absolute(model).rstrip('/')).name)}"
+
+
 def base_run(root: Path, model: str) -> Path:
-    """`<root>/base-<model>/`, the run a base model's evaluations belong to (made on first use)."""
-    name = absolute(model)
-    run = root / f"base-{slug(Path(name.rstrip('/')).name)}"
+    """The base model's run (`base_run_dir`), its run.json written on first use."""
+    run = base_run_dir(root, model)
     if not (run / RUN_JSON).is_file():
-        atomic_write_json(run / RUN_JSON, {"stage": "base", "base_model": name, "status": "finished", "started": now()})
+        atomic_write_json(
+            run / RUN_JSON, {"stage": "base", "base_model": absolute(model), "status": "finished", "started": now()}
+        )
     return run
 
 
@@ -218,8 +226,15 @@ def marking_failure(run: Path):
         raise
 
 
+CHECKPOINT_DONE = "trainer_state.json"  # transformers writes it last: a checkpoint without it is half-saved
+
+
 def last_checkpoint(run: Path) -> Path | None:
-    checkpoints = [p for p in run.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    """The newest complete checkpoint. Ctrl-C during a save leaves a folder that cannot be resumed
+    from; resuming from the one before loses a few steps, not the run."""
+    checkpoints = [
+        p for p in run.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / CHECKPOINT_DONE).is_file()
+    ]
     return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from fastmath.app import ui
+from fastmath.app import i18n, ui
+from fastmath.app.i18n import t
 from fastmath.errors import FastmathError
 
 ENV_VAR = "FASTMATH_OUTPUTS"
@@ -38,6 +39,7 @@ def outputs_dir(argv: list[str], environ: Mapping[str, str]) -> Path:
 
 def main(argv: list[str]) -> None:
     st.set_page_config(page_title="fastmath", page_icon=":material/calculate:", layout="wide")
+    i18n.switch()
     try:
         st.session_state[ui.OUTPUTS_KEY] = str(outputs_dir(argv, os.environ))
     except FastmathError as e:
@@ -45,13 +47,14 @@ def main(argv: list[str]) -> None:
         st.stop()
     page = st.navigation(
         [
-            st.Page(ui.page("runs"), title="Runs", icon=":material/table_rows:", default=True),
-            st.Page(ui.page("run"), title="Run", icon=":material/monitoring:"),
-            st.Page(ui.page("compare"), title="Compare", icon=":material/compare_arrows:"),
-            st.Page(ui.page("problems"), title="Problems", icon=":material/search:"),
-            st.Page(ui.page("solve"), title="Solve", icon=":material/edit_note:"),
+            st.Page(ui.page("runs"), title=t("Runs"), icon=":material/table_rows:", default=True),
+            st.Page(ui.page("run"), title=t("Run"), icon=":material/monitoring:"),
+            st.Page(ui.page("train"), title=t("Train"), icon=":material/model_training:"),
+            st.Page(ui.page("compare"), title=t("Compare"), icon=":material/compare_arrows:"),
+            st.Page(ui.page("problems"), title=t("Problems"), icon=":material/search:"),
+            st.Page(ui.page("solve"), title=t("Solve"), icon=":material/edit_note:"),
         ]
     )
-    st.sidebar.caption(f"outputs: `{ui.outputs()}`")
+    st.sidebar.caption(f"{t('outputs')}: `{ui.outputs().name}`", help=str(ui.outputs()))
     with ui.errors_as_messages():
         page.run()

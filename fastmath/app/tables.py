@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from fastmath import runs
+from fastmath import config, runs
+from fastmath.app import jobs
 from fastmath.errors import FastmathError
 from fastmath.grading import numbers_equal, truncate_at_new_question
 from fastmath.hub import looks_like_path
@@ -28,6 +31,19 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # How a problem went, one kind each; the last three are the errors the breakdown counts.
 KINDS = ("correct", "wrong number", "no answer", "truncated")
 ERROR_KINDS = KINDS[1:]
+# What a table shows where there is no value: never None, NaN or an empty cell.
+MISSING = "—"
+# The Run page's charts: a title, and the metrics.jsonl columns it draws (names or patterns), when present.
+METRIC_GROUPS: dict[str, tuple[str, ...]] = {
+    "Loss": ("loss",),
+    "Learning rate": ("learning_rate",),
+    "DPO rewards": ("rewards/chosen", "rewards/rejected"),
+    "DPO reward margin and accuracy": ("rewards/margins", "rewards/accuracies"),
+    "GRPO reward": ("reward", "reward_std", r"rewards/.+/mean"),
+    "GRPO groups whose rewards all agree": ("frac_reward_zero_std",),
+    "Completion length": ("completions/mean_length",),
+    "KL to the reference": ("kl",),
+}
 # A number as the model writes it, for highlighting: `18`, `$1,000.50`, `-3/4`, `１８`.
 _NUMBER_TEXT = re.compile(r"-?(?:[$¥￥€£]\s?)?[0-9０-９][0-9０-９,，]*(?:\.[0-9]+)?(?:/[0-9]+)?")
 
@@ -77,8 +93,11 @@ def recipe(run: Path) -> dict[str, Any]:
 
 def metrics(run: Path) -> pd.DataFrame:
     """One row per logging step, indexed by step (empty when nothing was logged)."""
-    path = run / "metrics.jsonl"
-    rows = list(read_jsonl(path)) if path.is_file() else []
+    path = run / runs.METRICS
+    try:
+        rows = list(read_jsonl(path)) if path.is_file() else []
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FastmathError(f"{run.name}/{runs.METRICS} is not valid JSON lines: {e}") from None
     frame = pd.DataFrame(rows)
     return frame.set_index("step") if "step" in frame else frame
 
@@ -141,6 +160,16 @@ def error_breakdown(rows: list[dict[str, Any]]) -> dict[str, int]:
     return {kind: counts[kind] for kind in ERROR_KINDS}
 
 
+def solve_outcome(pred: str | None, gold: str | None) -> str:
+    """How an answer on the Solve page went: `right` or `wrong` against an expected answer, `no answer`
+    without a number, else just `answer` (nothing to check it against, so neither right nor wrong)."""
+    if pred is None:
+        return "no answer"
+    if gold is None:
+        return "answer"
+    return "right" if numbers_equal(pred, gold) else "wrong"
+
+
 def answer_span(completion: str, pred: str | None) -> tuple[int, int] | None:
     """Where the extracted answer sits in the completion: the last number with its value that the
     grader read (text after an invented next question is ignored, as the grader ignores it)."""
@@ -155,45 +184,162 @@ def _percent(value: Any) -> float | None:
     return round(100 * value, 2) if isinstance(value, (int, float)) else None
 
 
-def accuracy_columns(run: Path) -> dict[str, float | None]:
-    """`{"<dataset> · <strategy>": accuracy in %}` over every eval of the run."""
-    return {
-        f"{dataset} · {strategy}": _percent(figures.get("accuracy"))
-        for dataset in datasets(run)
-        for strategy, figures in eval_summary(run, dataset).items()
-    }
-
-
 def model_label(name: Any) -> Any:
     """A local model directory by its folder name, a hub id as it is: long paths hide the table."""
     return Path(name.rstrip("/")).name if isinstance(name, str) and looks_like_path(name) else name
 
 
+@dataclass
+class RunFiles:
+    """What one run's files say, read once. A file that cannot be read is named in `broken`
+    instead of raising, so one bad file marks its run and the rest of the table still shows."""
+
+    name: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    evals: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (dataset, strategy) -> figures
+    broken: list[str] = field(default_factory=list)
+    status: str = MISSING  # run.json's, or `crashed` when the process the app started for it is gone
+
+    @property
+    def status_text(self) -> str:
+        return f"broken: {', '.join(self.broken)}" if self.broken else self.status
+
+
+def read_run(root: Path, name: str) -> RunFiles:
+    run, files = run_dir(root, name), RunFiles(name)
+    for attribute, path in (("meta", runs.RUN_JSON), ("summary", runs.SUMMARY)):
+        try:
+            setattr(files, attribute, _read_json(run / path))
+        except FastmathError:
+            files.broken.append(path)
+    for dataset in datasets(run):
+        try:
+            figures = eval_summary(run, dataset)
+        except FastmathError:
+            files.broken.append(f"eval/{dataset}/summary.json")
+            continue
+        files.evals.update({(dataset, strategy): f for strategy, f in figures.items()})
+    files.status = jobs.run_status(root, name, files.meta.get("status")) or MISSING
+    return files
+
+
+def eval_label(dataset: str, strategy: str) -> str:
+    return f"{dataset} · {strategy}"
+
+
+def accuracy_text(figures: dict[str, Any]) -> str:
+    """`62.5% (41.0–80.2)`: the accuracy and its 95% interval, or — when the summary lacks them."""
+    accuracy, interval = _percent(figures.get("accuracy")), figures.get("ci95")
+    if accuracy is None:
+        return MISSING
+    if not (isinstance(interval, list) and len(interval) == 2 and all(isinstance(x, (int, float)) for x in interval)):
+        return f"{accuracy:.1f}%"
+    return f"{accuracy:.1f}% ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})"
+
+
+def number_text(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else MISSING
+
+
 def runs_table(root: Path) -> pd.DataFrame:
-    """Every run: what it is, how training ended, and its accuracy on every eval (%), oldest first."""
+    """Every run, oldest first: name, status, accuracy (95% interval) on every eval, then what it is.
+
+    Every cell is text, so nothing shows as None or NaN: a run not evaluated one way shows —.
+    """
     rows = []
     for name in run_names(root):
-        run = root / name
-        meta, final = runs.read(run), summary(run)
+        files = read_run(root, name)
+        meta, final = files.meta, files.summary
         rows.append(
             {
                 "run": name,
-                "stage": meta.get("stage"),
-                "base model": model_label(meta.get("base_model")),
-                "parent": meta.get("parent"),
-                "started": meta.get("started"),
-                "status": meta.get("status"),
-                "final loss": final.get("final_loss"),
-                "trained tokens": final.get("trained_tokens"),
-                **accuracy_columns(run),
+                "status": files.status_text,
+                "stage": meta.get("stage") or MISSING,
+                **{eval_label(*k): accuracy_text(f) for k, f in files.evals.items()},
+                "base model": model_label(meta.get("base_model")) or MISSING,
+                "parent": meta.get("parent") or MISSING,
+                "started": str(meta.get("started") or MISSING).replace("T", " "),
+                "final loss": number_text(final.get("final_loss"), ".4f"),
+                "trained tokens": number_text(final.get("trained_tokens"), ","),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).fillna(MISSING)
+
+
+def _gain(figures: dict[str, Any], other: dict[str, Any] | None) -> str:
+    """Accuracy over another run's on the same eval, in percentage points; — unless both measured
+    the same number of problems."""
+    if not other or other.get("n") != figures.get("n") or not isinstance(other.get("accuracy"), (int, float)):
+        return MISSING
+    return f"{100 * (figures['accuracy'] - other['accuracy']):+.1f} pp"
+
+
+def leaderboard(root: Path) -> pd.DataFrame:
+    """The best run of every dataset · strategy, best first: its accuracy with the 95% interval,
+    and what it gained over its parent run and over the base model it was trained from."""
+    every = {name: read_run(root, name) for name in run_names(root)}
+    bases = {f.meta.get("base_model"): f for f in every.values() if f.meta.get("stage") == "base"}
+    board: dict[tuple[str, str], list[RunFiles]] = {}
+    for files in every.values():
+        for key, figures in files.evals.items():
+            if isinstance(figures.get("accuracy"), (int, float)):
+                board.setdefault(key, []).append(files)
+    rows = []
+    for key, evaluated in board.items():
+        # the highest accuracy; on a tie the one measured on more problems, then the newest
+        best = max(reversed(evaluated), key=lambda f: (f.evals[key]["accuracy"], f.evals[key].get("n") or 0))
+        figures = best.evals[key]
+        parent = every.get(best.meta.get("parent") or "")
+        base = bases.get(best.meta.get("base_model"))
+        rows.append(
+            {
+                "dataset · strategy": eval_label(*key),
+                "best run": best.name,
+                "stage": best.meta.get("stage") or MISSING,
+                "accuracy": accuracy_text(figures),
+                "n": number_text(figures.get("n"), "d"),
+                "vs parent": _gain(figures, parent.evals.get(key) if parent else None),
+                "vs base model": _gain(figures, base.evals.get(key) if base and base is not best else None),
+                "runs": len(evaluated),
+                "_accuracy": figures["accuracy"],
+            }
+        )
+    if not rows:
+        return pd.DataFrame()
+    ranked = pd.DataFrame(rows).sort_values(["_accuracy", "dataset · strategy"], ascending=[False, True], kind="stable")
+    return ranked.drop(columns="_accuracy").reset_index(drop=True)
+
+
+def best_run(root: Path) -> str | None:
+    """The leaderboard's top run (None before anything was evaluated)."""
+    board = leaderboard(root)
+    return None if board.empty else board["best run"].iloc[0]
+
+
+def compare_default(root: Path) -> list[str]:
+    """The two newest runs that trained (a base model has no recipe or curves to compare)."""
+    names = run_names(root)
+    trained = [name for name in names if runs.read(root / name).get("stage") != "base"]
+    return (trained or names)[-2:]
+
+
+def default_run(root: Path) -> str | None:
+    """The run to show first: one training now, else the leaderboard's best, else the newest."""
+    names = run_names(root)
+    running = [n for n in names if jobs.run_status(root, n, runs.read(root / n).get("status")) == "running"]
+    if running:
+        return running[-1]
+    return best_run(root) or (names[-1] if names else None)
 
 
 def accuracy_matrix(root: Path, names: list[str]) -> pd.DataFrame:
-    """Runs × (dataset · strategy) accuracy in %; blank where a run was not evaluated that way."""
-    return pd.DataFrame({name: accuracy_columns(run_dir(root, name)) for name in names}).T.rename_axis("run")
+    """Runs × (dataset · strategy): accuracy with its 95% interval; — where a run was not evaluated that way."""
+    cells = {}
+    for name in names:
+        files = read_run(root, name)
+        cells[name] = {eval_label(*k): accuracy_text(f) for k, f in files.evals.items()}
+    return pd.DataFrame(cells).T.rename_axis("run").fillna(MISSING)
 
 
 def eval_table(run: Path) -> pd.DataFrame:
@@ -229,25 +375,140 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def recipe_diff(recipes: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """`section.key` × run, only the settings whose values differ (the run's own name is not one)."""
-    flat = {name: _flatten(r) for name, r in recipes.items()}
+def stage_keys(stage: str | None) -> set[str]:
+    """The recipe keys a stage reads (none for a base model, which has no recipe)."""
+    return (
+        {name for name, _, _ in config.keys(config.STAGE_SECTIONS[stage], stage)}
+        if stage in config.STAGE_SECTIONS
+        else set()
+    )
+
+
+def recipe_diff(recipes: dict[str, tuple[str | None, dict[str, Any]]]) -> pd.DataFrame:
+    """`section.key` × run for `{run: (stage, recipe)}`: only keys some run's stage reads, only where
+    the values differ (the run's own name is not a setting); `not used` where a run's stage does not read it."""
+    flat = {
+        name: {k: v for k, v in _flatten(tree).items() if k in stage_keys(stage)}
+        for name, (stage, tree) in recipes.items()
+    }
     keys = sorted({k for f in flat.values() for k in f} - {"training.run_name"})
     differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat.values()}) > 1]
-    columns = {
-        name: [json.dumps(f[k], ensure_ascii=False) if k in f else "—" for k in differing] for name, f in flat.items()
-    }
+    columns = {name: [config.value_text(f[k]) if k in f else "not used" for k in differing] for name, f in flat.items()}
     return pd.DataFrame(columns, index=pd.Index(differing, name="recipe key"))
 
 
+def metric_series(frame: pd.DataFrame, columns: Iterable[str], label: str = "series") -> pd.DataFrame:
+    """Long rows (step, `label`, value) of the `columns` (names or regular expressions) that
+    `frame` holds, every logged point kept: a row without one metric does not drop the others."""
+    names = [c for c in frame.columns if any(re.fullmatch(pattern, str(c)) for pattern in columns)]
+    long = frame[names].reset_index().melt(id_vars="step", var_name=label, value_name="value") if names else None
+    if long is None:
+        return pd.DataFrame(columns=["step", label, "value"])
+    return long.dropna(subset=["value"]).reset_index(drop=True)
+
+
+def metric_groups(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """METRIC_GROUPS that `frame` has columns for, each as `metric_series`."""
+    if "step" not in frame.index.names:
+        return {}
+    groups = {title: metric_series(frame, columns) for title, columns in METRIC_GROUPS.items()}
+    return {title: long for title, long in groups.items() if not long.empty}
+
+
 def loss_curves(root: Path, names: list[str]) -> pd.DataFrame:
-    """Training loss by step, one column per run (runs without a logged loss are left out)."""
-    curves = {}
+    """Training loss by step, long rows (step, run, value): each run keeps every point it logged,
+    whatever its logging interval (runs without a logged loss are left out)."""
+    curves = []
     for name in names:
         frame = metrics(run_dir(root, name))
         if "loss" in frame:
-            curves[name] = frame["loss"].dropna()
-    return pd.DataFrame(curves).rename_axis("step")
+            curves.append(metric_series(frame, ["loss"], "run").assign(run=name))
+    return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["step", "run", "value"])
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a training run stands, from its metrics rows: what the live view shows."""
+
+    step: int | None = None
+    max_steps: int | None = None
+    loss: float | None = None
+    tokens_per_s: float | None = None
+    peak_memory_gb: float | None = None
+    seconds_left: float | None = None
+
+
+def _last(frame: pd.DataFrame, column: str) -> Any:
+    values = frame[column].dropna() if column in frame else ()
+    return values.iloc[-1].item() if len(values) else None
+
+
+def progress(frame: pd.DataFrame) -> Progress:
+    """Step of total, latest loss, tokens/s and memory, and the time left at the recent pace: the
+    median steps/s over the last ten logging intervals (a resume's pause is one interval, not the pace)."""
+    if frame.empty or "step" not in frame.index.names:
+        return Progress()
+    step, max_steps = int(frame.index[-1]), _last(frame, "max_steps")
+    seconds_left = None
+    if "time" in frame and max_steps:
+        timed = frame["time"].dropna()
+        steps, times = timed.index.to_series().diff().iloc[1:], timed.diff().iloc[1:]
+        rates = [s / t for s, t in zip(steps, times, strict=True) if s > 0 and t > 0][-10:]
+        if rates:
+            seconds_left = max(0, max_steps - step) / statistics.median(rates)
+    return Progress(
+        step=step,
+        max_steps=int(max_steps) if max_steps else None,
+        loss=_last(frame, "loss"),
+        tokens_per_s=_last(frame, "tokens_per_s"),
+        peak_memory_gb=_last(frame, "peak_memory_gb"),
+        seconds_left=seconds_left,
+    )
+
+
+def duration_text(seconds: float | None) -> str:
+    """`42 s`, `3 min 05 s`, `1 h 02 min`; — when unknown."""
+    if seconds is None:
+        return MISSING
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def log_tail(run: Path, lines: int = 40) -> str:
+    """The end of the run's log (the command the app started printed there), progress bars as
+    their latest state: a terminal redraws a line on each carriage return, a file keeps them all."""
+    path = run / runs.LOG
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 64_000))
+        text = f.read().decode("utf-8", errors="replace")
+    shown = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.rstrip("\n").split("\n")]
+    return "\n".join(shown[-lines:]).strip("\n")
+
+
+def finished_runs(outputs: Path, stage: str | None = None) -> list[str]:
+    """Finished runs (of a stage), newest first: what a key naming a run (`dpo.sft_run`) can take."""
+    return [p.name for p in reversed(runs.list_runs(outputs, stage)) if runs.is_finished(p) and NAME.fullmatch(p.name)]
+
+
+def eval_targets(outputs: Path) -> dict[str, tuple[str, ...]]:
+    """What `eval` can evaluate, as its flags: each finished run with an adapter (newest first),
+    then each base model the runs were trained or evaluated on (`--model`)."""
+    targets: dict[str, tuple[str, ...]] = {}
+    for name in finished_runs(outputs):
+        if (outputs / name / runs.ADAPTER).is_file():
+            targets[name] = ("--lora", name)
+    for run in reversed(runs.list_runs(outputs)):
+        model = runs.read(run).get("base_model")
+        if isinstance(model, str) and model:
+            label = f"base model: {model_label(model)}"
+            targets.setdefault(label, ("--model", model))
+    return targets
 
 
 def adapter_runs(root: Path) -> list[str]:

@@ -1,22 +1,29 @@
-"""What the app's pages share: the outputs directory, choices that survive page switches,
-completions with their answer highlighted, the cached model, and errors shown as messages."""
+"""What the app's pages share: the outputs directory, choices that survive page switches, tables
+and charts drawn one way, completions in a bounded box with their answer marked, views that
+refresh themselves while a run trains, the cached model, and errors shown as messages."""
 
 from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
-from fastmath.app.tables import answer_span
+from fastmath.app import tables
+from fastmath.app.i18n import t
 from fastmath.errors import FastmathError
 
 OUTPUTS_KEY = "fastmath_outputs"
 PAGES = Path(__file__).resolve().parent / "pages"
+REFRESH_S = 2.0  # how often a view of a running run redraws itself
+POINTS_UP_TO = 300  # a curve with more logged points is drawn as a line alone
+WHOLE_STEPS = {"format": "d", "tickMinStep": 1}  # a step axis has no step 2.5
 log = logging.getLogger("fastmath.app")
 
 
@@ -51,29 +58,161 @@ def choose(label: str, options: Sequence[Any], key: str, default: Any = None, **
     """A selectbox whose choice is kept across pages (the first option unless `default`)."""
     default = default if default in options else (options[0] if options else None)
     widget = _restore(key, options, default)
-    return st.selectbox(label, options, key=widget, on_change=_remember, args=(key,), **kwargs)
+    return st.selectbox(t(label), options, key=widget, on_change=_remember, args=(key,), **kwargs)
 
 
 def choose_many(label: str, options: Sequence[Any], key: str, default: Sequence[Any] = (), **kwargs: Any) -> list:
     """A multiselect whose choices are kept across pages."""
     widget = _restore(key, options, [v for v in default if v in options])
-    return st.multiselect(label, options, key=widget, on_change=_remember, args=(key,), **kwargs)
+    return st.multiselect(t(label), options, key=widget, on_change=_remember, args=(key,), **kwargs)
 
 
-def highlighted(completion: str, pred: str | None) -> str:
-    """The completion as HTML, its text kept as written, the extracted answer marked."""
-    span = answer_span(completion, pred)
+def open_run(name: str) -> None:
+    """Show one run on the Run page (its choice kept as `choose` keeps it)."""
+    st.session_state["run"] = name
+    st.switch_page(page("run"))
+
+
+def table(frame: pd.DataFrame, column_config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """`st.dataframe` with its column titles in the interface's language and, without an index,
+    its first column (the run's name) pinned so it stays in view while the table scrolls sideways."""
+    shown = frame.rename(columns=t)
+    config = {t(k): v for k, v in (column_config or {}).items()}
+    kwargs.setdefault("hide_index", True)
+    if kwargs["hide_index"] and len(shown.columns):
+        config.setdefault(shown.columns[0], st.column_config.Column(pinned=True))
+    return st.dataframe(shown, column_config=config, **kwargs)
+
+
+def line_chart(long: pd.DataFrame, series: str, y_title: str, height: int = 280) -> None:
+    """Long rows (step, `series`, value) as lines on a shared step axis: every logged point drawn
+    (marked, while few), each series' full name in the legend."""
+    several = long[series].nunique() > 1
+    spec: dict[str, Any] = {
+        "mark": {"type": "line", "point": len(long) <= POINTS_UP_TO, "tooltip": True},
+        "encoding": {
+            "x": {"field": "step", "type": "quantitative", "title": t("step"), "axis": WHOLE_STEPS},
+            "y": {"field": "value", "type": "quantitative", "title": y_title, "scale": {"zero": False}},
+        },
+        "height": height,
+    }
+    if several:
+        legend = {"orient": "bottom", "direction": "vertical", "labelLimit": 0, "title": None}
+        spec["encoding"]["color"] = {"field": series, "type": "nominal", "legend": legend}
+    st.vega_lite_chart(long, spec, width="stretch")
+
+
+def curves(frame: pd.DataFrame) -> None:
+    """The run's metric groups (tables.METRIC_GROUPS) that it logged, one chart each."""
+    for title, long in tables.metric_groups(frame).items():
+        st.subheader(t(title))
+        line_chart(long, "series", t(title))
+
+
+def progress(run: Path, status: str) -> None:
+    """Where a run stands: step of total, loss, tokens/s, time left and memory, from its metrics."""
+    now = tables.progress(tables.metrics(run))
+    cols = st.columns(6)
+    cols[0].metric(t("Status"), status)
+    step = f"{now.step} / {now.max_steps}" if now.step is not None and now.max_steps else tables.MISSING
+    cols[1].metric(t("Step"), step)
+    cols[2].metric(t("Loss"), tables.number_text(now.loss, ".4f"))
+    cols[3].metric(t("Tokens/s"), tables.number_text(now.tokens_per_s, ",.0f"))
+    cols[4].metric(t("Time left"), tables.duration_text(now.seconds_left) if status == "running" else tables.MISSING)
+    memory = tables.number_text(now.peak_memory_gb, ".2f")
+    cols[5].metric(t("Peak memory"), f"{memory} GB" if memory != tables.MISSING else memory)
+    if now.step is not None and now.max_steps:
+        st.progress(min(1.0, now.step / now.max_steps))
+    if status == "running":
+        st.caption(t("Live: this view refreshes every {s:g} s while the run trains.").format(s=REFRESH_S))
+
+
+def key_input(field: Any, default: Any, key: str, runs: Sequence[str] = ()) -> Any:
+    """One recipe key as a widget of its type (jobs.Field), its help text the recipe's own; returns
+    the value typed, as the key's type (empty text is null where the key allows it). A key that
+    names a run (`dpo.sft_run`) picks from `runs`."""
+    common = {"help": field.help, "key": key, "persist_state": "session"}
+    if field.kind == "bool":
+        return st.checkbox(field.name, value=default, **common)
+    if field.kind in ("int", "float"):
+        number = {"step": 1, "format": "%d"} if field.kind == "int" else {"step": None, "format": "%g"}
+        return st.number_input(field.name, value=default, placeholder="null", **number, **common)
+    if field.kind == "choice":
+        options = [*([None] if field.nullable else []), *field.choices]
+        return st.selectbox(field.name, options, index=options.index(default), **common)
+    if field.kind == "choices":
+        return st.multiselect(field.name, field.choices, default=default, **common)
+    if field.kind == "run":
+        options = [None, *runs] if default is None or default in runs else [None, default, *runs]
+        none = t("(the newest finished one)")
+        return st.selectbox(field.name, options, format_func=lambda o: none if o is None else o, **common)
+    shown = ", ".join(default) if field.kind == "list" else ("" if default is None else str(default))
+    text = st.text_input(field.name, value=shown, placeholder="null" if field.nullable else "", **common)
+    if field.kind == "list":
+        return [v.strip() for v in text.split(",") if v.strip()]
+    return None if field.nullable and not text.strip() else text
+
+
+def live(draw: Callable[[], bool], running: bool, key: str, every: float = REFRESH_S) -> None:
+    """Draw a view, and while `running` redraw it every `every` seconds without reloading the page
+    (`st.fragment`). `draw` returns whether it is still running; when that turns false the whole
+    page is drawn once more, and the new view no longer refreshes."""
+
+    @st.fragment(run_every=every if running else None)
+    def view() -> None:
+        with errors_as_messages():
+            still = draw()
+        if running and not still:
+            st.rerun()
+
+    with st.container(key=key):
+        view()
+
+
+def highlighted(completion: str, pred: str | None, writing: bool = False) -> str:
+    """The completion as HTML in a box of bounded height that scrolls (a degenerate answer of
+    hundreds of blank lines stays a box), its text kept as written, the extracted answer marked."""
+    span = tables.answer_span(completion, pred) if not writing else None
     if span is None:
         body = html.escape(completion)
     else:
         start, end = span
         before, answer, after = completion[:start], completion[start:end], completion[end:]
         body = f"{html.escape(before)}<mark>{html.escape(answer)}</mark>{html.escape(after)}"
-    return f'<div class="fastmath-completion" style="white-space: pre-wrap">{body}</div>'
+    body += " ▌" if writing else ""
+    style = "white-space: pre-wrap; max-height: 24em; overflow-y: auto; padding: 0.5em; border: 1px solid #ddd"
+    return f'<div class="fastmath-completion" style="{style}; border-radius: 0.5em">{body}</div>'
 
 
-def show_completion(completion: str, pred: str | None) -> None:
-    st.html(highlighted(completion, pred) if completion else "<em>(empty completion)</em>")
+def show_completion(completion: str, pred: str | None, writing: bool = False) -> None:
+    st.html(highlighted(completion, pred, writing) if completion or writing else f"<em>{t('(empty completion)')}</em>")
+
+
+class Writing:
+    """A solution written on its own thread, so the page is free to redraw it as it grows and to
+    offer the one Stop button meanwhile (the page's script is never busy waiting on the model)."""
+
+    def __init__(self, solution: Any, gold: str | None) -> None:
+        self.solution, self.gold, self.error = solution, gold, None
+        self._thread = threading.Thread(target=self._write, name="fastmath-app-solve", daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        try:
+            for _ in self.solution:
+                pass
+        except FastmathError as e:
+            self.error = str(e)
+        except Exception as e:
+            log.exception("solving failed")
+            self.error = f"{type(e).__name__}: {e}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self.solution.stop()
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model (once per model and adapter)…")
@@ -106,4 +245,4 @@ def errors_as_messages() -> Iterator[None]:
         st.error(str(e))
     except Exception as e:
         log.exception("page failed")  # the traceback goes to the server's log
-        st.error(f"Something went wrong: {type(e).__name__}: {e}")
+        st.error(f"{t('Something went wrong')}: {type(e).__name__}: {e}")

@@ -143,7 +143,8 @@ def _counting(compute_loss, counts: Counts):
 
 
 class MetricsCallback(TrainerCallback):
-    """Appends each logging step to metrics.jsonl (main process), with tokens/s since the last log.
+    """Appends each logging step to metrics.jsonl (main process), with tokens/s since the last log
+    and the wall-clock time it was logged.
 
     Tokens come from TRL's `num_tokens` (non-pad tokens of the batches computed, summed over
     processes). On resume, lines past the checkpoint's step are dropped first: they are logged again.
@@ -168,6 +169,7 @@ class MetricsCallback(TrainerCallback):
             return
         row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         row["max_steps"] = state.max_steps
+        row["time"] = round(time.time(), 2)  # wall clock: the app's steps/s and time left
         row.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
         if "num_tokens" in logs:
             now, tokens = time.perf_counter(), logs["num_tokens"]

@@ -168,6 +168,8 @@ def test_interrupted_run_resumes_to_the_same_end(tiny_recipe, shared_data):
         runs.latest(cut.training.output_dir, "sft")
 
     before = json.loads((cut_dir / "checkpoint-2" / "fastmath_counts.json").read_text())
+    (cut_dir / "checkpoint-3").mkdir()  # what Ctrl-C in the middle of a save leaves: skipped on resume
+    (cut_dir / "checkpoint-3" / "README.md").write_text("model card, written first")
 
     p = fastmath_cli("sft", "--resume", str(cut_dir), timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]

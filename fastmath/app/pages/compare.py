@@ -3,32 +3,40 @@
 import streamlit as st
 
 from fastmath.app import tables, ui
+from fastmath.app.i18n import t
 
-st.title("Compare")
+st.title(t("Compare"))
 root = ui.outputs()
 names = tables.run_names(root)
-selected = ui.choose_many("Runs", names, key="compare", default=names[-2:])
+selected = ui.choose_many("Runs", names, key="compare", default=tables.compare_default(root))
 if not selected:
-    st.info("Pick runs to compare.")
+    st.info(t("Pick runs to compare."))
     st.stop()
 
-st.subheader("Accuracy (%)")
+st.subheader(t("Accuracy"))
 matrix = tables.accuracy_matrix(root, selected)
 if matrix.columns.empty:
-    st.info("None of these runs has been evaluated yet.")
+    st.info(t("None of these runs has been evaluated yet."))
 else:
-    st.dataframe(matrix, column_config={c: st.column_config.NumberColumn(format="%.1f%%") for c in matrix.columns})
+    ui.table(matrix, hide_index=False)
+    st.caption(t("Accuracy (95% interval) of each run on each dataset · strategy; — where not evaluated."))
 
-st.subheader("Recipe differences")
-diff = tables.recipe_diff({name: tables.recipe(tables.run_dir(root, name)) for name in selected})
+st.subheader(t("Recipe differences"))
+recipes = {name: tables.recipe(tables.run_dir(root, name)) for name in selected}
+stages = {name: tables.read_run(root, name).meta.get("stage") for name in selected}
+diff = tables.recipe_diff({name: (stages[name], recipe) for name, recipe in recipes.items() if recipe})
 if diff.empty:
-    st.info("The recipes are identical." if len(selected) > 1 else "Pick a second run to see what differs.")
+    st.info(t("The recipes are identical.") if len(diff.columns) > 1 else t("Pick a second run to see what differs."))
 else:
-    st.dataframe(diff)
+    ui.table(diff, hide_index=False, column_config={"_index": st.column_config.TextColumn(width="medium")})
+    st.caption(t("Only the keys each run's stage reads, only where they differ."))
+without = [name for name, recipe in recipes.items() if not recipe]
+if without:
+    st.caption(t("{runs} have no recipe (base models): not in the table.").format(runs=", ".join(without)))
 
-st.subheader("Training loss")
+st.subheader(t("Training loss"))
 curves = tables.loss_curves(root, selected)
 if curves.empty:
-    st.info("No loss logged by these tables.")
+    st.info(t("No loss logged by these runs."))
 else:
-    st.line_chart(curves, x_label="step", y_label="loss")
+    ui.line_chart(curves, "run", t("loss"), height=360)

@@ -4,12 +4,14 @@ import pandas as pd
 import streamlit as st
 
 from fastmath.app import tables, ui
+from fastmath.app.i18n import t
 
-st.title("Problems")
+st.title(t("Problems"))
 root = ui.outputs()
 evaluated = [name for name in tables.run_names(root)[::-1] if tables.datasets(root / name)]
 if not evaluated:
-    st.info(f"No evaluations in {root} yet: `python -m fastmath eval ...` writes <run>/eval/.")
+    none_yet = t("No evaluations in {root} yet: start one on the Train page, or `python -m fastmath eval`.")
+    st.info(none_yet.format(root=root.name))
     st.stop()
 
 cols = st.columns(3)
@@ -21,27 +23,29 @@ with cols[1]:
 with cols[2]:
     strategy = ui.choose("Strategy", tables.strategies(run, dataset), key="problems_strategy")
 if strategy is None:
-    st.info(f"{name} has no per-problem results for {dataset}.")
+    st.info(t("{run} has no per-problem results for {dataset}.").format(run=name, dataset=dataset))
     st.stop()
 rows = tables.problems(run, dataset, strategy)
 
-st.subheader("Error breakdown")
+st.subheader(t("Error breakdown"))
 correct = sum(r["kind"] == "correct" for r in rows)
 cols = st.columns(4)
-cols[0].metric("Correct", f"{correct} / {len(rows)}")
+cols[0].metric(t("Correct"), f"{correct} / {len(rows)}")
 for col, (kind, count) in zip(cols[1:], tables.error_breakdown(rows).items(), strict=True):
-    col.metric(kind.capitalize(), count)
+    col.metric(t(kind.capitalize()), count)
 
-st.subheader("Problem by problem")
+st.subheader(t("Problem by problem"))
 cols = st.columns([1, 2])
 with cols[0]:
     kinds = ui.choose_many("Outcome", tables.KINDS, key="problems_kinds", default=tables.ERROR_KINDS)
 with cols[1]:
-    text = st.text_input("Search", key="problems_search", placeholder="words of the question or completion, or an id")
+    text = st.text_input(
+        t("Search"), key="problems_search", placeholder=t("words of the question or completion, or an id")
+    )
 shown = tables.filter_problems(rows, kinds, text)
-st.caption(f"{len(shown)} of {len(rows)} problems")
+st.caption(t("{shown} of {total} problems").format(shown=len(shown), total=len(rows)))
 columns = ["id", "kind", "gold", "pred", "tokens", "question"]
-st.dataframe(pd.DataFrame([{c: r.get(c) for c in columns} for r in shown], columns=columns), hide_index=True)
+ui.table(pd.DataFrame([{c: r.get(c) for c in columns} for r in shown], columns=columns).fillna(tables.MISSING))
 if not shown:
     st.stop()
 
@@ -51,14 +55,18 @@ problem = ui.choose(
 )
 row = by_id[problem]
 st.text(row["question"])
-st.markdown(f"**Gold answer:** `{row['gold']}`")
+st.markdown(f"**{t('Gold answer')}:** `{row['gold']}`")
 
 
 def show(result: dict, title: str) -> None:
     """One model's answer to the problem: outcome, extracted answer (highlighted), length."""
-    st.markdown(f"**{title}**: {result['kind']}, answered `{result.get('pred')}`")
-    ui.show_completion(result.get("completion", ""), result.get("pred"))
-    st.caption(f"{result.get('tokens', '?')} tokens, finish reason {result.get('finish_reason', '?')}")
+    pred = result.get("pred")
+    answered = t("answered {pred}").format(pred=f"`{pred}`") if pred is not None else t("no answer")
+    st.markdown(f"**{title}**: {t(result['kind'])}, {answered}")
+    ui.show_completion(result.get("completion", ""), pred)
+    details = t("{tokens} tokens, finish reason {reason}")
+    missing = tables.MISSING
+    st.caption(details.format(tokens=result.get("tokens", missing), reason=result.get("finish_reason", missing)))
 
 
 others = [
@@ -69,9 +77,9 @@ others = [
     if (other, s) != (name, strategy)
 ]
 beside = st.selectbox(
-    "Side by side with",
+    t("Side by side with"),
     [None, *others],
-    format_func=lambda o: "nothing" if o is None else f"{o[0]} · {o[1]}",
+    format_func=lambda o: t("nothing") if o is None else f"{o[0]} · {o[1]}",
     key="problems_beside",
 )
 if beside is None:
@@ -85,4 +93,4 @@ else:
         if match:
             show(match[0], f"{beside[0]} · {beside[1]}")
         else:
-            st.info(f"{beside[0]} · {beside[1]} did not answer problem {problem}.")
+            st.info(t("{other} did not answer problem {id}.").format(other=f"{beside[0]} · {beside[1]}", id=problem))

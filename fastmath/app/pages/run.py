@@ -1,70 +1,105 @@
-"""Run: one run's recipe, training curves (DPO rewards too) and eval results with 95% intervals."""
+"""Run: one run's progress (live while it trains), curves, eval results with 95% intervals, log,
+recipe, summary and exports, one tab each."""
 
 import streamlit as st
 import yaml
 
 from fastmath import export, runs
 from fastmath.app import tables, ui
+from fastmath.app.i18n import t
 
-st.title("Run")
+st.title(t("Run"))
 root = ui.outputs()
 names = tables.run_names(root)
 if not names:
-    st.info(f"No runs in {root} yet.")
+    st.info(t("No runs in {root} yet.").format(root=root.name))
     st.stop()
-name = ui.choose("Run", names[::-1], key="run")
+name = ui.choose("Run", names[::-1], key="run", default=tables.default_run(root))
 run = tables.run_dir(root, name)
-meta, final = runs.read(run), tables.summary(run)
+files = tables.read_run(root, name)
+meta, running = files.meta, files.status == "running"
 
-cols = st.columns(4)
-cols[0].metric("Stage", meta.get("stage", "?"))
-cols[1].metric("Status", meta.get("status", "?"))
-cols[2].metric("Final loss", f"{final['final_loss']:.4f}" if final.get("final_loss") is not None else "—")
-cols[3].metric("Trained tokens", f"{final['trained_tokens']:,}" if final.get("trained_tokens") is not None else "—")
+
+def overview() -> bool:
+    """Status and progress, read afresh: the view refreshes itself while the run trains."""
+    now = tables.read_run(root, name)
+    if now.meta.get("stage") == "base":
+        st.metric(t("Status"), now.status_text)
+    else:
+        ui.progress(run, now.status_text)
+    return now.status == "running"
+
+
+ui.live(overview, running, key="run_overview")
 st.caption(
-    f"base model `{meta.get('base_model', '?')}` · parent `{meta.get('parent') or '—'}` · "
-    f"started {meta.get('started', '?')} · finished {meta.get('finished') or '—'}"
+    f"{t('stage')} `{meta.get('stage', tables.MISSING)}` · "
+    f"{t('base model')} `{tables.model_label(meta.get('base_model')) or tables.MISSING}` · "
+    f"{t('parent')} `{meta.get('parent') or tables.MISSING}` · "
+    f"{t('started')} {str(meta.get('started') or tables.MISSING).replace('T', ' ')} · "
+    f"{t('finished')} {str(meta.get('finished') or tables.MISSING).replace('T', ' ')}"
 )
+if files.broken:
+    st.warning(t("Some files of this run cannot be read: {files}").format(files=", ".join(files.broken)))
+if files.status in ("stopped", "failed", "crashed"):
+    reason = meta.get("error") or t("the process ended without saying why")
+    ended = t("This run {status}: {reason}. The Train page can resume it.")
+    st.warning(ended.format(status=files.status, reason=reason))
 
-curves, evals, recipe, figures, exported = st.tabs(["Curves", "Evaluation", "Recipe", "Summary", "Export"])
+curves, evals, logs, recipe, figures, exported = st.tabs(
+    [t("Curves"), t("Evaluation"), t("Log"), t("Recipe"), t("Summary"), t("Export")]
+)
 with curves:
-    frame = tables.metrics(run)
-    if frame.empty:
-        st.info("No metrics logged yet (metrics.jsonl is written every `training.logging_steps`).")
-    charts = {
-        "Loss": ["loss"],
-        "Learning rate": ["learning_rate"],
-        "DPO rewards": ["rewards/chosen", "rewards/rejected"],
-        "DPO reward margin and accuracy": ["rewards/margins", "rewards/accuracies"],
-    }
-    for title, columns in charts.items():
-        present = [c for c in columns if c in frame]
-        if present:
-            st.subheader(title)
-            st.line_chart(frame[present].dropna(how="all"), x_label="step")
+
+    def draw_curves() -> bool:
+        frame = tables.metrics(run)
+        if meta.get("stage") == "base":
+            st.info(t("A base model is not trained: it has no curves."))
+        elif frame.empty:
+            st.info(t("No metrics logged yet (metrics.jsonl is written every `training.logging_steps`)."))
+        ui.curves(frame)
+        return tables.read_run(root, name).status == "running"
+
+    ui.live(draw_curves, running, key="run_curves")
 with evals:
     table = tables.eval_table(run)
     if table.empty:
-        st.info(f"Not evaluated yet: `python -m fastmath eval --lora {run.name} ...` writes {run.name}/eval/.")
+        st.info(t("Not evaluated yet: start an evaluation of {run} on the Train page.").format(run=name))
     else:
         percent = st.column_config.NumberColumn(format="%.1f")
-        st.dataframe(table, hide_index=True, column_config={c: percent for c in table.columns if "%" in c})
-        st.caption("Accuracy with its 95% confidence interval; rates in % of the problems.")
+        ui.table(table, column_config={c: percent for c in table.columns if "%" in c})
+        st.caption(t("Accuracy with its 95% confidence interval; rates in % of the problems."))
+with logs:
+
+    def draw_log() -> bool:
+        text = tables.log_tail(run, lines=200)
+        if text:
+            with st.container(height=480, autoscroll=True):  # its end in view, where a log grows
+                st.code(text, language=None, wrap_lines=True)
+        else:
+            st.info(t("No log: the app keeps the output of the commands it starts; this run was started elsewhere."))
+        return tables.read_run(root, name).status == "running"
+
+    ui.live(draw_log, running, key="run_log")
 with recipe:
     resolved = tables.recipe(run)
     if resolved:
         st.code(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), language="yaml")
     else:
-        st.info("This run has no recipe.yaml (a base-model evaluation).")
+        st.info(t("This run has no recipe.yaml (a base-model evaluation)."))
 with figures:
-    st.json(final or {"summary": "not written yet: the run has not finished"})
+    if files.summary:
+        st.json(files.summary)
+    elif meta.get("stage") == "base":
+        st.info(t("A base model is evaluated, not trained: it has no training summary."))
+    else:
+        st.info(t("summary.json is written when the run finishes; this run is {status}.").format(status=files.status))
 with exported:
     if not (run / runs.ADAPTER).is_file():
-        st.info("No adapter to export (a base-model run).")
+        st.info(t("No adapter to export (a base-model run)."))
     else:
         st.code("\n".join(export.export_command(run, fmt) for fmt in export.FORMATS), language="bash")
         made = export.exports(run)
         if made:
             st.dataframe(made, hide_index=True)
         else:
-            st.info("Not exported yet: run a command above (`--help` lists every quant).")
+            st.info(t("Not exported yet: run a command above (`--help` lists every quant)."))

@@ -1,29 +1,40 @@
-"""Runs: every run in the outputs directory, its training figures and accuracy on every eval."""
+"""Runs: the leaderboard first (the best run of each dataset · strategy), then every run; a row opens its run."""
 
 import streamlit as st
 
 from fastmath.app import tables, ui
+from fastmath.app.i18n import t
 
-st.title("Runs")
+st.title(t("Runs"))
 root = ui.outputs()
-table = tables.runs_table(root)
-if table.empty:
-    st.info(f"No runs in {root} yet: `make quickstart` trains one on the CPU in minutes.")
+names = tables.run_names(root)
+if not names:
+    st.info(t("No runs in {root} yet: `make quickstart` trains one on the CPU in minutes.").format(root=root.name))
     st.stop()
 
-fixed = {"run", "stage", "base model", "parent", "started", "status", "final loss", "trained tokens"}
-st.dataframe(
-    table,
-    hide_index=True,
-    column_config={
-        "final loss": st.column_config.NumberColumn(format="%.4f"),
-        "trained tokens": st.column_config.NumberColumn(format="localized"),
-        **{c: st.column_config.NumberColumn(c, format="%.1f%%") for c in table.columns if c not in fixed},
-    },
-)
-st.caption("Accuracy columns are `dataset · strategy`, in %. Open a run on the Run page.")
+st.subheader(t("Leaderboard"))
+board = tables.leaderboard(root)
+if board.empty:
+    st.info(t("Nothing evaluated yet: start an evaluation on the Train page, or `python -m fastmath eval`."))
+else:
+    chosen = ui.table(board, key="leaderboard", on_select="rerun", selection_mode="single-row")
+    st.caption(
+        t(
+            "The best run of each dataset · strategy: accuracy with its 95% interval, and its gain in "
+            "percentage points over its parent run and over its base model on the same problems. "
+            "Click a row to open the run."
+        )
+    )
+    if chosen.selection.rows:
+        ui.open_run(board["best run"].iloc[chosen.selection.rows[0]])
 
-names = table["run"].tolist()
-selected = ui.choose_many("Runs to compare", names, key="compare", default=names[-2:])
-if st.button("Compare these runs", disabled=len(selected) < 2):
+st.subheader(t("All runs"))
+every = tables.runs_table(root)
+chosen = ui.table(every, key="all_runs", on_select="rerun", selection_mode="single-row")
+st.caption(t("Accuracy columns are `dataset · strategy`: accuracy (95% interval). Click a row to open the run."))
+if chosen.selection.rows:
+    ui.open_run(every["run"].iloc[chosen.selection.rows[0]])
+
+selected = ui.choose_many("Runs to compare", names, key="compare", default=tables.compare_default(root))
+if st.button(t("Compare these runs"), disabled=len(selected) < 2):
     st.switch_page(ui.page("compare"))

@@ -1,0 +1,325 @@
+"""Commands the app starts: the exact command line, the process, and finding it again later.
+
+A job is `python -m fastmath <command> ...`, the command a user would type, started as its own
+process in its own session so that it outlives the page, the browser and the app. Its output is
+appended to `<run>/train.log` (runs.LOG), and `<outputs>/.jobs/<name>.json` records its pid and
+command line, so a page reload or an app restart finds it again. A pid alone could have been
+reused by another program since: a job counts as alive only while /proc/<pid>/cmdline is still
+its command line. Stop is Ctrl-C (SIGINT to its process group), as in a terminal: the trainer
+marks the run `stopped`, and `--resume` continues it from its last complete checkpoint.
+
+No Streamlit here: the Train page draws what these functions return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastmath
+from fastmath import cli, config, resources, runs
+from fastmath.errors import FastmathError
+from fastmath.io import atomic_write_json
+
+JOBS = ".jobs"
+# Stages that train a run of their own (and so can be resumed); the others write into an existing run.
+TRAINING = frozenset(name for name, c in cli.COMMANDS.items() if c.resumable)
+# Keys the app sets itself: runs go to the app's outputs directory, under a name picked before the start.
+APP_KEYS = ("training.output_dir", "training.run_name")
+GRACE_S = 30.0  # after Ctrl-C, how long a job may take to stop before SIGTERM, then SIGKILL
+ENDED = ("finished", "failed", "stopped", "crashed", "ended")
+
+# Processes this app process started, kept to collect their exit status (and to leave no zombies).
+_children: dict[int, subprocess.Popen] = {}
+
+
+def commands() -> list[str]:
+    """Commands the Train page can start: every stage with recipe sections (GRPO once it has some)."""
+    return [name for name in config.STAGE_SECTIONS if name in cli.COMMANDS]
+
+
+def recipes(cwd: Path) -> dict[str, str]:
+    """`{label: RECIPE argument}`: the shipped recipes by name, then the working folder's `recipes/*.yaml`
+    that are not those same files (a checkout's recipes/ links to the shipped ones)."""
+    found = {name: name for name in resources.recipe_names()}
+    shipped = {resources.recipe_path(name).resolve() for name in found}
+    for path in sorted((cwd / "recipes").glob("*.yaml")):
+        if path.resolve() not in shipped:
+            found[f"recipes/{path.name}"] = f"recipes/{path.name}"
+    return found
+
+
+@dataclass(frozen=True)
+class Field:
+    """One recipe key as a form field: its widget kind follows its type."""
+
+    name: str
+    kind: str  # bool, int, float, choice (one of choices), choices (several), list (text a,b), run (a name), text
+    help: str
+    nullable: bool = False
+    choices: tuple[str, ...] = ()
+
+
+def _kind(name: str, hint: Any, choices: tuple[str, ...]) -> tuple[str, bool]:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    nullable = len(args) < len(typing.get_args(hint))
+    base = args[0] if nullable else hint
+    if name.endswith(".sft_run"):
+        return "run", nullable
+    if typing.get_origin(base) is list:
+        return ("choices" if choices else "list"), nullable
+    if choices:
+        return "choice", nullable
+    return {bool: "bool", int: "int", float: "float"}.get(base, "text"), nullable
+
+
+def fields(command: str) -> list[Field]:
+    """Every key the command's stage reads, with its help text and allowed values (config metadata)."""
+    out = []
+    for name, f, hint in config.keys(config.STAGE_SECTIONS[command], command):
+        if name in APP_KEYS:
+            continue
+        kind, nullable = _kind(name, hint, f.metadata["choices"])
+        extra = f" ({f.metadata['range']})" if f.metadata["range"] else ""
+        out.append(Field(name, kind, f.metadata["help"] + extra, nullable, f.metadata["choices"]))
+    return out
+
+
+def defaults(command: str, recipe: str | None) -> dict[str, Any]:
+    """Each key's value in the recipe (with the command's own defaults): what the form starts from."""
+    loaded = config.load_recipe(resources.recipe_path(recipe) if recipe else None, cli.COMMANDS[command].defaults)
+    out = {}
+    for f in fields(command):
+        section, _, key = f.name.partition(".")
+        out[f.name] = getattr(getattr(loaded, section), key)
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A command checked and ready to start: its exact argv, and the run whose log gets its output."""
+
+    command: str
+    argv: tuple[str, ...]
+    run: Path
+
+    @property
+    def shell(self) -> str:
+        """The command line as a user would type it (shell-quoted)."""
+        return shlex.join(self.argv)
+
+
+def _fastmath(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fastmath", *args]
+
+
+def plan(
+    outputs: Path,
+    command: str,
+    recipe: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    flags: tuple[str, ...] = (),
+    stamp: str | None = None,
+) -> Plan:
+    """`python -m fastmath COMMAND [RECIPE] [FLAGS] key=value ...`, checked exactly as the command will
+    check it (`cli.prepare`: every key's type and range, the schedule, the run it continues), so a
+    mistake is a message before anything starts. A training stage gets its run's name now
+    (`runs.new_name`, from `stamp`), so the page knows where the run will be before it exists."""
+    head = _fastmath(command, *([recipe] if recipe else []), *flags)
+    keys = [f"{k}={config.value_text(v)}" for k, v in (overrides or {}).items()]
+    keys.append(f"training.output_dir={outputs}")
+    inv = cli.prepare(cli.COMMANDS[command], head[4:] + keys)
+    assert inv.recipe is not None
+    if command in TRAINING:
+        name = runs.new_name(command, inv.recipe.model.name, stamp)
+        keys.append(f"training.run_name={name}")
+        run = outputs / name
+    else:  # eval and pairs write into the run they read (a base model's evals into base-<model>/)
+        run = inv.parent or runs.base_run_dir(outputs, inv.recipe.model.name)
+    return Plan(command, tuple(head + keys), run.resolve())
+
+
+def resume_plan(outputs: Path, name: str) -> Plan:
+    """`python -m fastmath STAGE --resume RUN`: a stopped, failed or crashed training run, continued
+    from its last checkpoint exactly as recorded."""
+    run = outputs / name
+    stage = runs.read(run).get("stage")
+    if stage not in TRAINING:
+        raise FastmathError(f"{name} is not a training run ({stage or 'no stage'}); only {', '.join(TRAINING)} resume")
+    argv = _fastmath(stage, "--resume", str(run))
+    cli.prepare(cli.COMMANDS[stage], argv[4:])
+    return Plan(stage, tuple(argv), run.resolve())
+
+
+@dataclass
+class Job:
+    """A started command, as `<outputs>/.jobs/<name>.json` records it."""
+
+    name: str
+    command: str
+    argv: list[str]
+    pid: int
+    run: str  # the run directory whose train.log gets the output
+    started: str
+    stop_requested: str | None = None
+    returncode: int | None = None  # known when this app process saw it end
+    state: str = field(default="", compare=False)  # worked out on load: running, stopping or one of ENDED
+
+    @property
+    def run_name(self) -> str:
+        return Path(self.run).name
+
+
+def _path(outputs: Path, name: str) -> Path:
+    return outputs / JOBS / f"{name}.json"
+
+
+def _save(outputs: Path, job: Job) -> None:
+    atomic_write_json(_path(outputs, job.name), {k: v for k, v in dataclasses.asdict(job).items() if k != "state"})
+
+
+def _child_env() -> dict[str, str]:
+    """The app's environment, its output unbuffered (the log is read while it grows), and the same
+    fastmath the app runs first on the path (a checkout's, when the app runs from one)."""
+    package_root = str(Path(fastmath.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+
+
+def start(outputs: Path, plan: Plan, cwd: Path) -> Job:
+    """Start the planned command in `cwd` as its own session, its output appended to the run's log."""
+    busy = [j for j in load(outputs) if j.run == str(plan.run) and j.state in ("running", "stopping")]
+    if busy:
+        raise FastmathError(f"{plan.run.name} already has a command running ({busy[0].command}); stop it first")
+    plan.run.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with open(plan.run / runs.LOG, "ab") as log:
+        log.write(f"\n$ {plan.shell}\n# started by the app at {runs.now()} in {cwd}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            plan.argv, cwd=cwd, env=_child_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    _children[process.pid] = process
+    job = Job(f"{stamp}-{process.pid}", plan.command, list(plan.argv), process.pid, str(plan.run), runs.now())
+    _save(outputs, job)
+    job.state = "running"
+    return job
+
+
+def _alive(job: Job) -> bool:
+    """Whether the job's process still runs: its pid exists with the job's own command line (a pid
+    is reused once its process is gone; a process that ended but was not yet reaped has no command line)."""
+    if job.returncode is not None:
+        return False
+    try:
+        cmdline = Path(f"/proc/{job.pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return cmdline.split(b"\0")[:-1] == [a.encode() for a in job.argv]
+
+
+def _reap(outputs: Path, job: Job) -> None:
+    """Record the exit status of a process this app started, once it has ended."""
+    process = _children.get(job.pid)
+    if process is None or job.returncode is not None or process.poll() is None:
+        return
+    del _children[job.pid]
+    job.returncode = process.returncode
+    _save(outputs, job)
+
+
+def _state(job: Job, newest: bool) -> str:
+    """running or stopping while alive; once ended, how: from the exit status when this app process
+    saw it, else (it ended while no app watched) from its run's run.json, for the newest job of a
+    training run: a run.json still saying `running` means the process died without saying so."""
+    if _alive(job):
+        return "stopping" if job.stop_requested else "running"
+    if job.returncode is not None:
+        if job.returncode == 0:
+            return "finished"
+        return "stopped" if job.stop_requested or job.returncode == 130 else "failed"
+    status = runs.read(job.run).get("status") if job.command in TRAINING and newest else None
+    if status in (None, "running"):
+        return "stopped" if job.stop_requested else "crashed" if status else "ended"
+    return status
+
+
+def load(outputs: Path) -> list[Job]:
+    """Every job the app started in `outputs`, newest first, each with its state."""
+    jobs = []
+    for path in (outputs / JOBS).glob("*.json") if (outputs / JOBS).is_dir() else ():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            jobs.append(Job(**{k: data[k] for k in data if k in Job.__dataclass_fields__}))
+        except (OSError, ValueError, TypeError):
+            continue  # a job file being written, or not one of ours: not a job to show
+    jobs.sort(key=lambda j: (j.started, j.name), reverse=True)
+    seen: set[str] = set()
+    for job in jobs:
+        _reap(outputs, job)
+        job.state = _state(job, newest=job.run not in seen)
+        seen.add(job.run)
+    return jobs
+
+
+def resumable(outputs: Path, job: Job) -> bool:
+    """A training job that ended unfinished, and its run's newest (else a later one continued it)."""
+    if job.command not in TRAINING or job.state not in ("stopped", "failed", "crashed"):
+        return False
+    return next(j for j in load(outputs) if j.run == job.run).name == job.name
+
+
+def run_status(outputs: Path, name: str, recorded: str | None) -> str | None:
+    """A run's status: run.json's, except `crashed` for a run recorded as running whose newest job,
+    started by the app, is gone (a run started in a terminal is taken at its word)."""
+    if recorded != "running":
+        return recorded
+    run = str((outputs / name).resolve())
+    newest = next((j for j in load(outputs) if j.run == run and j.command in TRAINING), None)
+    return "crashed" if newest is not None and newest.state in ENDED else recorded
+
+
+def stop(outputs: Path, job: Job, grace_s: float = GRACE_S) -> None:
+    """Ctrl-C to the job's process group; SIGTERM and then SIGKILL follow if it has not ended within
+    `grace_s` each (a training run killed that way is then marked stopped on its behalf)."""
+    if not _alive(job):
+        return
+    job.stop_requested = runs.now()
+    _save(outputs, job)
+    os.killpg(job.pid, signal.SIGINT)
+    threading.Thread(target=_escalate, args=(outputs, job, grace_s), name=f"stop-{job.pid}", daemon=True).start()
+
+
+def _ended_within(outputs: Path, job: Job, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        _reap(outputs, job)
+        if not _alive(job):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _escalate(outputs: Path, job: Job, grace_s: float) -> None:
+    if _ended_within(outputs, job, grace_s):
+        return  # Ctrl-C did it: a trainer marks its own run stopped
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, sig)
+        if _ended_within(outputs, job, grace_s):
+            break
+    if job.command in TRAINING and runs.read(job.run).get("status") == "running":
+        runs.fail(Path(job.run), KeyboardInterrupt())  # killed before it could mark the run itself

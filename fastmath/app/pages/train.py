@@ -1,0 +1,119 @@
+"""Train: start a stage from a recipe, its keys in a form; watch it, stop it, resume it.
+
+What starts is the command a user would type, shown before it starts; it runs as its own process,
+so it outlives the page and the app (`jobs`).
+"""
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from fastmath import cli
+from fastmath.app import jobs, tables, ui
+from fastmath.app.i18n import t
+from fastmath.errors import FastmathError
+
+NO_RECIPE = "(none: the keys' defaults)"
+ACTIVE = ("running", "stopping")
+
+st.title(t("Train"))
+root, cwd = ui.outputs(), Path.cwd()
+
+
+def start_form() -> None:
+    """Command, recipe, every key the stage reads as a typed widget; the exact command; Start."""
+    cols = st.columns([2, 1, 1])
+    commands = jobs.commands()
+    command = cols[0].selectbox(
+        t("Command"), commands, key="train_command", persist_state="session",
+        format_func=lambda c: f"{c}: {cli.COMMANDS[c].help}",
+    )  # fmt: skip
+    recipes, shipped = jobs.recipes(cwd), cli.COMMANDS[command].recipe
+    options = list(recipes) if shipped else [NO_RECIPE, *recipes]
+    label = cols[1].selectbox(
+        t("Recipe"), options, index=options.index(shipped) if shipped in options else 0,
+        key=f"train_recipe_{command}", persist_state="session", format_func=t,
+    )  # fmt: skip
+    recipe, flags = recipes.get(label), ()
+    if command == "eval":
+        targets = tables.eval_targets(root)
+        if not targets:
+            st.info(t("Nothing to evaluate yet: train a run first."))
+            return
+        target = cols[2].selectbox(t("Model to evaluate"), list(targets), key="train_target", persist_state="session")
+        flags = targets[target]
+
+    defaults, overrides = jobs.defaults(command, recipe), {}
+    fields, sft_runs = jobs.fields(command), tables.finished_runs(root, "sft")
+    sections = list(dict.fromkeys(f.name.partition(".")[0] for f in fields))
+    for tab, section in zip(st.tabs(sections), sections, strict=True):
+        with tab:
+            cols = st.columns(3)
+            for i, field in enumerate(f for f in fields if f.name.startswith(f"{section}.")):
+                with cols[i % 3]:
+                    key = f"train:{command}:{label}:{field.name}"
+                    value = ui.key_input(field, defaults[field.name], key, runs=sft_runs)
+                if value != defaults[field.name]:
+                    overrides[field.name] = value
+    st.caption(t("Only the keys you change are passed on the command line; the recipe gives the rest."))
+
+    # The run's name is picked once per form, so the command shown is the command that starts.
+    stamp = st.session_state.setdefault("train_stamp", time.strftime("%Y%m%d-%H%M%S"))
+    try:
+        plan = jobs.plan(root, command, recipe, overrides, flags, stamp)
+    except FastmathError as e:
+        plan = None
+        st.error(str(e))
+    shown = plan.shell if plan else t("(fix the message above to see the command)")
+    with st.container(key="train_preview"):  # the exact command Start runs
+        st.code(shown, language="bash", wrap_lines=True)
+    if st.button(t("Start"), type="primary", disabled=plan is None, key="train_start"):
+        job = jobs.start(root, plan, cwd)
+        del st.session_state["train_stamp"]
+        st.session_state["train_job"] = job.name
+        st.rerun()
+
+
+def watch(name: str) -> bool:
+    """One job: its state, its run's progress and loss while it trains, its log; Stop or Resume."""
+    found = [j for j in jobs.load(root) if j.name == name]
+    if not found:
+        st.info(t("This job's record is gone."))
+        return False
+    job = found[0]
+    st.markdown(f"**{job.run_name}** · `{job.command}` · {t(job.state)}")
+    if job.command in jobs.TRAINING:
+        ui.progress(Path(job.run), job.state)
+        loss = tables.metric_series(tables.metrics(Path(job.run)), ["loss"])
+        if not loss.empty:
+            ui.line_chart(loss, "series", t("loss"))
+    if job.state == "running":
+        st.button(t("Stop"), key="train_stop", on_click=jobs.stop, args=(root, job))
+    elif job.state == "stopping":
+        st.caption(t("Stopping: Ctrl-C was sent; a training run saves its state and ends."))
+    elif jobs.resumable(root, job) and st.button(t("Resume"), help=t("continue from the last checkpoint")):
+        resumed = jobs.start(root, jobs.resume_plan(root, job.run_name), cwd)
+        st.session_state["train_job"] = resumed.name
+        st.rerun()
+    st.code(tables.log_tail(Path(job.run), lines=15) or t("(no output yet)"), language=None, wrap_lines=True)
+    return job.state in ACTIVE
+
+
+found = jobs.load(root)
+if found:  # the job being watched first: after Start, the new job is at the top of the page
+    st.subheader(t("Jobs"))
+    by_name = {j.name: j for j in found}
+
+    def job_label(name: str) -> str:
+        job = by_name[name]
+        return f"{job.run_name} · {job.command} · {t(job.state)} · {job.started.replace('T', ' ')}"
+
+    chosen = ui.choose("Job", list(by_name), key="train_job", format_func=job_label)
+    ui.live(lambda: watch(chosen), by_name[chosen].state in ACTIVE, key="train_watch")
+
+st.subheader(t("Start a run"))
+if not found and not tables.run_names(root):
+    st.info(t("No runs yet: tiny-sft trains a tiny model on the CPU in minutes (`make quickstart` builds one)."))
+with ui.errors_as_messages():
+    start_form()
