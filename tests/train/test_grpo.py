@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import TrainerCallback
 
 from fastmath import cli, resources
 from fastmath.config import load_recipe
 from fastmath.train.rewards import Overlong, answer_format, completion_text, correctness
 
 from ..conftest import REPO, fastmath_cli
+from .interrupt import Interrupt
 
 pytestmark = pytest.mark.slow
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -142,17 +142,6 @@ def test_grpo_run_directory_records_what_ran(grpo_run, half_right):
     assert {r["learning_rate"] for r in rows(grpo_run)} == {tiny.learning_rate}
     summary = json.loads((grpo_run / "summary.json").read_text())
     assert summary["stage"] == "grpo" and summary["steps"] == 8 and summary["trained_tokens"] > 0
-
-
-class Interrupt(TrainerCallback):
-    """KeyboardInterrupt (what Ctrl-C raises) at the end of step `at`, after its checkpoint."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise KeyboardInterrupt
 
 
 def test_a_resumed_run_repeats_the_uninterrupted_one(half_right, tmp_path):

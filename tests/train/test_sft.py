@@ -19,6 +19,7 @@ from fastmath.grading import extract_answer
 from fastmath.train.sft import run_sft
 
 from ..conftest import GSM8K_TRAIN, REPO, fastmath_cli, free_port
+from .interrupt import Interrupt
 
 
 def _trainer_dataset(recipe):
@@ -135,17 +136,6 @@ def test_run_directory_has_what_the_docs_promise(overfit_run):
     assert summary["backend"] == "hf" and summary["versions"]["trl"] == "1.14.2"
     assert json.loads((overfit_run / "run.json").read_text())["status"] == "finished"
     assert load_recipe(overfit_run / "recipe.yaml").data.limit == 16
-
-
-class Interrupt(TrainerCallback):
-    """Raise KeyboardInterrupt (what Ctrl-C raises) at the end of step `at`."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise KeyboardInterrupt
 
 
 def test_interrupted_run_resumes_to_the_same_end(tiny_recipe, shared_data):
