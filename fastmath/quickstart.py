@@ -22,6 +22,7 @@ from fastmath.errors import FastmathError
 from fastmath.log import log
 from fastmath.resources import recipe_path
 from fastmath.tiny import build_tiny_model
+from fastmath.train.pairs import beside
 
 DATA = "fastmath:samples/sample_english_math.json"
 STRATEGY = "zero_shot"  # the prompt SFT trains on
@@ -37,7 +38,7 @@ def evaluate(run: Path, samples: int, max_new_tokens: int, *source: str) -> dict
     """`python -m fastmath eval` on the first `samples` problems; its summary, and the run it went to."""
     command("eval", *source, "--dataset", DATA, "--strategies", STRATEGY, "--samples", str(samples),
             "--max-new-tokens", str(max_new_tokens), "--output-dir", str(run.parent))  # fmt: skip
-    summary = json.loads((runs.eval_dir(run, "sample_english_math") / "summary.json").read_text())
+    summary = json.loads((runs.eval_dir(run, "sample_english_math") / runs.SUMMARY).read_text())
     return summary[STRATEGY] | {"run": str(run)}
 
 
@@ -53,7 +54,7 @@ def main(inv) -> int:
     log.info(f"2/6 SFT finished: {sft}")
     tuned = [f"dpo.sft_run={sft}", f"eval.max_new_tokens={max_new}", f"training.output_dir={outputs}"]
     command("pairs", "tiny-dpo", f"data.train={DATA}", *tuned)
-    log.info(f"3/6 pairs mined: {json.loads((sft / 'pairs.summary.json').read_text())['pairs']} pairs")
+    log.info(f"3/6 pairs mined: {json.loads(beside(sft / runs.PAIRS, 'summary').read_text())['pairs']} pairs")
     command("dpo", "tiny-dpo", f"data.train={DATA}", *tuned, f"training.run_name={dpo.name}")
     log.info(f"4/6 DPO finished: {dpo}")
     command("grpo", "tiny-grpo", f"grpo.sft_run={sft}", f"data.train={DATA}", f"training.output_dir={outputs}",

@@ -76,12 +76,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def summary(run: Path) -> dict[str, Any]:
-    return _read_json(run / "summary.json")
+    return _read_json(run / runs.SUMMARY)
 
 
 def recipe(run: Path) -> dict[str, Any]:
     """The resolved recipe as nested sections; {} for a run without one (a base-model eval)."""
-    path = run / "recipe.yaml"
+    path = run / runs.RECIPE
     if not path.is_file():
         return {}
     try:
@@ -104,19 +104,19 @@ def metrics(run: Path) -> pd.DataFrame:
 
 def datasets(run: Path) -> list[str]:
     """Datasets the run was evaluated on (`eval/<dataset>/`)."""
-    root = run / "eval"
+    root = run / runs.EVAL
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and NAME.fullmatch(p.name))
 
 
 def _eval_folder(run: Path, dataset: str) -> Path:
-    return _child(run / "eval", dataset, datasets(run), "evaluated dataset")
+    return _child(run / runs.EVAL, dataset, datasets(run), "evaluated dataset")
 
 
 def eval_summary(run: Path, dataset: str) -> dict[str, dict[str, Any]]:
     """`{strategy: figures}` from `eval/<dataset>/summary.json`, in the order the eval ran them."""
-    return {k: v for k, v in _read_json(_eval_folder(run, dataset) / "summary.json").items() if isinstance(v, dict)}
+    return {k: v for k, v in _read_json(_eval_folder(run, dataset) / runs.SUMMARY).items() if isinstance(v, dict)}
 
 
 def strategies(run: Path, dataset: str) -> list[str]:
@@ -513,7 +513,7 @@ def eval_targets(outputs: Path) -> dict[str, tuple[str, ...]]:
 
 def adapter_runs(root: Path) -> list[str]:
     """Runs that saved a LoRA adapter, the ones the Solve page and the terminal solver can load."""
-    return [name for name in run_names(root) if (root / name / "adapter_config.json").is_file()]
+    return [name for name in run_names(root) if (root / name / runs.ADAPTER).is_file()]
 
 
 def base_models(root: Path) -> list[str]:

@@ -137,7 +137,7 @@ def _record(problem: Problem, solution: Solution) -> dict[str, Any]:
 
 def read_summaries(out_dir: Path) -> dict[str, dict[str, Any]]:
     """`out_dir/summary.json`: {strategy: figures}, empty before the first strategy finished."""
-    path = out_dir / "summary.json"
+    path = out_dir / runs.SUMMARY
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
@@ -238,7 +238,7 @@ def _evaluate_locked(
 
     wanted = {p.id for p in problems}
     rows = [row for row in read_jsonl(path) if row["id"] in wanted]
-    with exclusive(out_dir / "summary.json", "the summary", wait=True):  # other strategies' evals update it too
+    with exclusive(out_dir / runs.SUMMARY, "the summary", wait=True):  # other strategies' evals update it too
         summaries = read_summaries(out_dir)
         earlier = summaries.get(strategy, {})
         timing = (
@@ -254,7 +254,7 @@ def _evaluate_locked(
             "resumed": len(problems) - len(todo),
         }
         summaries[strategy] = summary
-        atomic_write_json(out_dir / "summary.json", summaries)
+        atomic_write_json(out_dir / runs.SUMMARY, summaries)
     return summary
 
 

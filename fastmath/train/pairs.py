@@ -70,10 +70,15 @@ def sample_problems(recipe: Recipe, sft_run: Path, backend: str, samples_path: P
                            "outcomes": [grade(t, p.gold).outcome for t in texts]})  # fmt: skip
 
 
+def beside(pairs: Path, what: str) -> Path:
+    """A file that goes with a pairs file: its `samples` (resumable) or its `summary` (counts)."""
+    return pairs.with_name(f"{pairs.stem}.{what}.{'jsonl' if what == 'samples' else 'json'}")
+
+
 def mine_pairs(recipe: Recipe, sft_run: Path, backend: str, output: Path | None = None) -> dict[str, Any]:
     """Sample, grade and pair; returns the counts (also written beside the pairs file)."""
     output = output or sft_run / runs.PAIRS
-    samples_path = output.with_name(output.stem + ".samples.jsonl")
+    samples_path = beside(output, "samples")
     with exclusive(samples_path, f"pairs of {sft_run.name}"):
         sample_problems(recipe, sft_run, backend, samples_path)
         rows = list(read_jsonl(samples_path))
@@ -91,7 +96,7 @@ def mine_pairs(recipe: Recipe, sft_run: Path, backend: str, output: Path | None 
         "pairs": len(pairs),
         "output": str(output),
     }
-    atomic_write_json(output.with_name(output.stem + ".summary.json"), stats)
+    atomic_write_json(beside(output, "summary"), stats)
     log.info(
         f"{stats['problems']} problems, {stats['samples']} samples ({stats['sample_accuracy']:.1%} correct), "
         f"{stats['pairs']} pairs; skipped {stats['skipped_all_correct']} all-correct and "
