@@ -75,7 +75,7 @@ def assert_unsloth_first(p: subprocess.CompletedProcess, order: list[str]) -> No
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_model, shared_data, tmp_path_factory):
-    """tiny SFT -> pairs -> DPO -> eval -> prompts -> solve, all with model.backend=unsloth."""
+    """tiny SFT -> pairs -> DPO, GRPO -> eval -> prompts -> solve, all with model.backend=unsloth."""
     tmp = tmp_path_factory.mktemp("unsloth")
     out = tmp / "outputs"
     backend = "model.backend=unsloth"
@@ -95,6 +95,11 @@ def pipeline(tiny_model, shared_data, tmp_path_factory):
         tmp, "dpo", "tiny-dpo", *common, "dpo.pairs=fastmath:samples/preference_data.json", "dpo.max_steps=2",
         "training.logging_steps=1", "training.run_name=dpo",
     )  # fmt: skip
+    steps["grpo"] = recorded(
+        tmp, "grpo", "tiny-grpo", backend, f"grpo.sft_run={sft}", f"data.train={GSM8K_TRAIN}", "grpo.problems=2",
+        "grpo.batch_size=2", "grpo.num_generations=2", "grpo.max_completion_length=24", "grpo.max_steps=2",
+        f"training.output_dir={out}", "training.run_name=grpo",
+    )  # fmt: skip
     lora = ["--lora", str(sft), "--output-dir", str(out), backend]
     steps["eval"] = recorded(tmp, "eval", *lora, "--dataset", str(GSM8K_TRAIN), "--strategies", "zero_shot",
                              "--samples", "2", "--max-new-tokens", "24")  # fmt: skip
@@ -110,7 +115,7 @@ def pipeline(tiny_model, shared_data, tmp_path_factory):
     return out, steps
 
 
-@pytest.mark.parametrize("command", ["sft", "pairs", "dpo", "eval", "prompts", "solve", "app Solve page"])
+@pytest.mark.parametrize("command", ["sft", "pairs", "dpo", "grpo", "eval", "prompts", "solve", "app Solve page"])
 def test_every_command_imports_unsloth_before_transformers(pipeline, command):
     _, steps = pipeline
     assert_unsloth_first(*steps[command])
@@ -125,6 +130,8 @@ def test_each_stage_ran_on_unsloth_and_recorded_what_ran(pipeline):
     dpo = json.loads((out / "dpo" / "summary.json").read_text())
     assert dpo["backend"] == "unsloth" and dpo["steps"] == 2 and json.loads((out / "dpo" / "run.json").read_text())[
         "parent"] == "sft"  # fmt: skip
+    grpo = json.loads((out / "grpo" / "summary.json").read_text())
+    assert (grpo["backend"], grpo["steps"], grpo["parent"]) == ("unsloth", 2, "sft") and grpo["trained_tokens"] > 0
     assert "pairs" in steps["pairs"][0].stdout and (out / "sft" / "pairs.jsonl").is_file()
     summary = json.loads((out / "sft" / "eval" / "train" / "summary.json").read_text())
     assert summary["zero_shot"]["backend"] == "unsloth" and summary["zero_shot"]["n"] == 2
