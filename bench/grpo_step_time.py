@@ -65,20 +65,19 @@ def main(argv: list[str] | None = None) -> int:
         **run,
         "device": device,
         "model": record,
-        "settings": {
-            "steps": args.steps,
-            "warmup_steps": args.warmup_steps,
-            "overrides": args.overrides,
-            "problems_per_step": grpo["batch_size"],
-            "num_generations": grpo["num_generations"],
-            "max_completion_length": grpo["max_completion_length"],
-        },  # fmt: skip
-        "per_step": {"step_s": round(step, 3), **{k: round(v, 3) for k, v in parts.items()}},
-        "shares": {k.removesuffix("_s"): round(v / step, 3) for k, v in parts.items()},
+        "settings": {"steps": args.steps, "warmup_steps": args.warmup_steps, "overrides": args.overrides},
+        "problems_per_step": grpo["batch_size"],
+        "num_generations": grpo["num_generations"],
+        "max_completion_length": grpo["max_completion_length"],
         "completion_mean_length": round(mean(r["completions/mean_length"] for r in steady), 1),
+        # one row per part of a step (docs/benchmarks.md draws it as a table), the whole step last
+        "per_step": {
+            **{k.removesuffix("_s"): {"seconds": round(v, 3), "share": round(v / step, 3)} for k, v in parts.items()},
+            "whole step": {"seconds": round(step, 3), "share": 1.0},
+        },
         "notes": [n for n in [common.contention_note(device, [{"load_average": common.load_average()}])] if n],
     }
-    shares = ", ".join(f"{k} {v:.0%}" for k, v in result["shares"].items())
+    shares = ", ".join(f"{k.removesuffix('_s')} {v / step:.0%}" for k, v in parts.items())
     print(f"\nGRPO step {step:.2f} s: {shares}", *result["notes"], sep="\n")
     common.write_result(args.results_dir / f"grpo_step_time-{device['slug']}.json", result)
     common.write_docs(args.results_dir, args.docs)

@@ -184,7 +184,9 @@ def test_grpo_step_time_splits_a_step_into_rollout_scoring_and_training(tiny_mod
     p = bench("grpo_step_time.py", "--model", str(tiny_model), "--steps", "2", "grpo.batch_size=4",
               "grpo.max_completion_length=32", tmp_path=tmp_path)  # fmt: skip
     result = json.loads((tmp_path / "results" / "grpo_step_time-cpu.json").read_text())
-    per_step, shares = result["per_step"], result["shares"]
-    assert per_step["step_s"] > 0 and per_step["rollout_s"] > 0 and per_step["score_s"] > 0
-    assert per_step["train_s"] > 0, "the step outlasts its rollout and scoring"
-    assert sum(shares.values()) == pytest.approx(1, abs=0.01) and "GRPO step" in p.stdout
+    parts = result["per_step"]
+    assert all(parts[k]["seconds"] > 0 for k in ("whole step", "rollout", "score"))
+    assert parts["train"]["seconds"] > 0, "the step outlasts its rollout and scoring"
+    shares = [parts[k]["share"] for k in ("rollout", "score", "train")]
+    assert sum(shares) == pytest.approx(1, abs=0.01) and "GRPO step" in p.stdout
+    assert "| rollout |" in (tmp_path / "benchmarks.md").read_text(), "docs draw the parts as a table"
