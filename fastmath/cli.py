@@ -260,11 +260,16 @@ COMMANDS: dict[str, Command] = {
         Command(
             "quickstart",
             "fastmath.quickstart:main",
-            "tiny model -> SFT -> pairs -> DPO -> eval, offline on CPU",
+            "tiny model -> SFT -> pairs -> DPO -> GRPO -> eval, offline on CPU",
             options=(
                 Option(("--outputs",), "where the runs go", kwargs={"type": Path, "default": Path("outputs")}),
                 Option(("--model",), "tiny model dir", kwargs={"type": Path, "default": Path("models/tiny-qwen2")}),
                 Option(("--max-new-tokens",), "answer length", kwargs={"type": int, "default": 200}),
+                Option(
+                    ("--backend",),
+                    "model.backend of every stage (default: the tiny recipes' hf)",
+                    kwargs={"choices": ["auto", "unsloth", "hf"]},
+                ),
             ),
         ),
         Command(

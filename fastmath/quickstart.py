@@ -44,13 +44,16 @@ def evaluate(run: Path, samples: int, max_new_tokens: int, *source: str) -> dict
 
 def main(inv) -> int:
     outputs, model, max_new = inv.args.outputs, inv.args.model, inv.args.max_new_tokens
+    tiny = load_recipe(recipe_path("tiny-sft"))
+    # The later stages take the backend from the SFT run they continue; the base model's eval is told.
+    backend = [f"model.backend={inv.args.backend or tiny.model.backend}"]
     if not (model / "config.json").is_file():
         build_tiny_model(model)
         log.info(f"1/6 tiny model built: {model}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     sft, dpo, grpo = (outputs / f"quickstart-{stage}-{stamp}" for stage in ("sft", "dpo", "grpo"))
     common = [f"model.name={model}", f"training.output_dir={outputs}", f"data.train={DATA}"]
-    command("sft", "tiny-sft", *common, f"training.run_name={sft.name}")
+    command("sft", "tiny-sft", *common, *backend, f"training.run_name={sft.name}")
     log.info(f"2/6 SFT finished: {sft}")
     tuned = [f"dpo.sft_run={sft}", f"eval.max_new_tokens={max_new}", f"training.output_dir={outputs}"]
     command("pairs", "tiny-dpo", f"data.train={DATA}", *tuned)
@@ -62,9 +65,9 @@ def main(inv) -> int:
     log.info(f"5/6 GRPO finished: {grpo}")
 
     # The problems SFT learned (data.limit): the tiny model memorises, it does not generalise.
-    samples = load_recipe(recipe_path("tiny-sft")).data.limit
+    samples = tiny.data.limit
     rows = {
-        "base": evaluate(runs.base_run(outputs, str(model)), samples, max_new, "--model", str(model)),
+        "base": evaluate(runs.base_run(outputs, str(model)), samples, max_new, "--model", str(model), *backend),
         "sft": evaluate(sft, samples, max_new, "--lora", str(sft)),
         "dpo": evaluate(dpo, samples, max_new, "--lora", str(dpo)),
         "grpo": evaluate(grpo, samples, max_new, "--lora", str(grpo)),
