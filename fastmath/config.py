@@ -72,7 +72,9 @@ class ModelConfig:
     name: str = key("Qwen/Qwen2.5-7B-Instruct", "hub id or local model directory")
     revision: str | None = key(None, "hub revision (branch, tag or commit) of model.name")
     backend: str = key(
-        "auto", "auto: Unsloth on a CUDA GPU, transformers + PEFT elsewhere", choices=("auto", "unsloth", "hf")
+        "auto",
+        "auto: Unsloth wherever it is installed (one process; its CPU backend without CUDA), else transformers + PEFT",
+        choices=("auto", "unsloth", "hf"),
     )
     load_in_4bit: bool = key(True, "QLoRA: 4-bit base weights (CUDA only; CPU trains in full precision)")
     max_seq_length: int = key(1024, "longest example in tokens; longer ones are dropped, never cut", range=AT_LEAST_1)

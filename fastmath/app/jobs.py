@@ -46,7 +46,7 @@ _children: dict[int, subprocess.Popen] = {}
 
 
 def commands() -> list[str]:
-    """Commands the Train page can start: every stage with recipe sections (GRPO once it has some)."""
+    """Commands the Train page can start: every command whose stage reads recipe sections."""
     return [name for name in config.STAGE_SECTIONS if name in cli.COMMANDS]
 
 
