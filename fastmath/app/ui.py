@@ -24,6 +24,7 @@ PAGES = Path(__file__).resolve().parent / "pages"
 REFRESH_S = 2.0  # how often a view of a running run redraws itself
 POINTS_UP_TO = 300  # a curve with more logged points is drawn as a line alone
 WHOLE_STEPS = {"format": "d", "tickMinStep": 1}  # a step axis has no step 2.5
+LEGEND_ROW_PX = 22  # one legend entry below a chart
 log = logging.getLogger("fastmath.app")
 
 
@@ -86,8 +87,11 @@ def table(frame: pd.DataFrame, column_config: dict[str, Any] | None = None, **kw
 
 def line_chart(long: pd.DataFrame, series: str, y_title: str, height: int = 280) -> None:
     """Long rows (step, `series`, value) as lines on a shared step axis: every logged point drawn
-    (marked, while few), each series' full name in the legend."""
-    several = long[series].nunique() > 1
+    (marked, while few), each series' full name in the legend, which gets room of its own
+    (Streamlit fits the whole chart, legend included, into `height`)."""
+    names = long[series].nunique()
+    several = names > 1
+    height += LEGEND_ROW_PX * names if several else 0
     spec: dict[str, Any] = {
         "mark": {"type": "line", "point": len(long) <= POINTS_UP_TO, "tooltip": True},
         "encoding": {

@@ -375,6 +375,17 @@ def test_problems_page_breakdown_and_outcome_filters(monkeypatch, app_outputs, s
         assert sorted(_shown_ids(at)) == sorted(i for i, k in kinds.items() if k == kind)
 
 
+def test_problems_page_opens_on_the_best_run_not_the_newest(monkeypatch, app_outputs, sft_name, tmp_path):
+    outputs = _copy(app_outputs, tmp_path, sft_name)
+    newer = outputs / "sft-newer"  # evaluated after the best run, on the same problems, worse
+    shutil.copytree(outputs / sft_name / "eval", newer / "eval")
+    atomic_write_json(newer / "run.json", {**runs.read(outputs / sft_name), "started": "2099-01-01T00:00:00"})
+    _eval_summary(newer, DATASET, "zero_shot", 0, 6)
+    assert tables.run_names(outputs)[-1] == "sft-newer" and tables.best_run(outputs) == sft_name
+    at = open_app(monkeypatch, outputs, "problems")
+    assert _widget(at, "selectbox", "Run").value == sft_name
+
+
 def test_problems_page_search_and_highlighted_answer(monkeypatch, app_outputs, sft_name):
     records = {r["id"]: r for r in _records(app_outputs, sft_name, "zero_shot")}
     at = open_app(monkeypatch, app_outputs, "problems")

@@ -16,7 +16,7 @@ if not evaluated:
 
 cols = st.columns(3)
 with cols[0]:
-    name = ui.choose("Run", evaluated, key="problems_run")
+    name = ui.choose("Run", evaluated, key="problems_run", default=tables.best_run(root))  # what the best gets wrong
 run = tables.run_dir(root, name)
 with cols[1]:
     dataset = ui.choose("Dataset", tables.datasets(run), key="problems_dataset")
