@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from fastmath.resources import SCHEME
 
 # The prompt strategies `fastmath.eval.strategies` implements (it checks that it implements exactly these).
 STRATEGY_NAMES = ("zero_shot", "few_shot", "cot", "zero_shot_cot", "structured_cot", "tot", "self_consistency", "pot")
+# A finite number in decimal or exponent notation, as `learning_rate=2e-4` is typed.
+DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -295,10 +299,14 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         return [_coerce(key, v, item) for v in value]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads `2e-4` (no dot) as a string; people write it so
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise FastmathError(f"recipe key {key!r} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    if hint is float and not math.isfinite(value):  # YAML's .inf and .nan
+        raise FastmathError(f"recipe key {key!r} must be a finite number, got {value!r}")
     return value
 
 

@@ -37,6 +37,22 @@ def test_overrides_and_seed_aliases_are_typed():
     assert r.eval.strategies == ["cot", "few_shot"] and r.data.limit is None
 
 
+def test_exponent_notation_without_a_dot_is_a_float(tmp_path):
+    """YAML 1.1 (PyYAML) reads `2e-4` as a string; on the command line and in a recipe it is the number."""
+    r = load_recipe(None, parse_overrides(["training.learning_rate=2e-4", "dpo.beta=1E-1", "grpo.temperature=+.7"]))
+    assert (r.training.learning_rate, r.dpo.beta, r.grpo.temperature) == (2e-4, 0.1, 0.7)
+    (tmp_path / "r.yaml").write_text("training:\n  learning_rate: 5e-5\n")
+    assert load_recipe(tmp_path / "r.yaml").training.learning_rate == 5e-5
+    for text in ("nan", "inf", "2e-4x", "1,5"):
+        with pytest.raises(FastmathError, match="'training.learning_rate' must be float, got str"):
+            load_recipe(None, parse_overrides([f"training.learning_rate={text}"]))
+    for text in (".inf", ".nan"):  # YAML's own spellings of the non-finite floats
+        with pytest.raises(FastmathError, match="'training.learning_rate' must be a finite number"):
+            load_recipe(None, parse_overrides([f"training.learning_rate={text}"]))
+    with pytest.raises(FastmathError, match="'training.learning_rate' must be > 0, got -0.0002"):
+        load_recipe(None, parse_overrides(["training.learning_rate=-2e-4"]))
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
