@@ -24,6 +24,7 @@ from .interrupt import Interrupt
 
 pytestmark = pytest.mark.slow
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+STEPS = 16  # each a pass over the 16 problems: greedy answers flip within 8, sampled ones take longer
 
 
 def turn(text: str) -> list[dict[str, str]]:
@@ -92,7 +93,7 @@ def greedy_accuracy(run: Path, problems: Path) -> float:
 def grpo_run(half_right) -> Path:
     sft, problems = half_right
     p = fastmath_cli("grpo", "tiny-grpo", f"grpo.sft_run={sft}", f"data.train={problems}", "grpo.beta=0.04",
-                     f"training.output_dir={sft.parent}", "training.run_name=grpo",
+                     f"grpo.max_steps={STEPS}", f"training.output_dir={sft.parent}", "training.run_name=grpo",
                      env=ONE_THREAD, timeout=900)  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     return sft.parent / "grpo"
@@ -108,12 +109,12 @@ def test_grpo_raises_greedy_accuracy_and_the_reward(half_right, grpo_run):
     assert 0.2 <= before <= 0.8, f"the SFT run must solve only part of the problems: {before}"
     assert after >= before + 0.25, (before, after)
     curve = [r["rewards/correctness/mean"] for r in rows(grpo_run)]
-    assert sum(curve[-2:]) / 2 > sum(curve[:2]) / 2 + 0.05, curve
+    assert sum(curve[-4:]) / 4 > sum(curve[:4]) / 4 + 0.05, curve  # the sampled answers are right more often
 
 
 def test_grpo_logs_each_step_and_saves_a_plain_adapter(grpo_run, tiny_model):
     logged = rows(grpo_run)
-    assert [r["step"] for r in logged] == list(range(1, 9))
+    assert [r["step"] for r in logged] == list(range(1, STEPS + 1))
     keys = {"loss", "reward", "reward_std", "rewards/correctness/mean", "rewards/correctness/std",
             "rewards/answer_format/mean", "rewards/answer_format/std", "frac_reward_zero_std",
             "completions/mean_length", "completions/clipped_ratio", "kl", "timing/rollout_s",
@@ -141,7 +142,7 @@ def test_grpo_run_directory_records_what_ran(grpo_run, half_right):
     assert saved["grpo"]["learning_rate"] == tiny.learning_rate and saved["grpo"]["sft_run"] == str(sft.resolve())
     assert {r["learning_rate"] for r in rows(grpo_run)} == {tiny.learning_rate}
     summary = json.loads((grpo_run / "summary.json").read_text())
-    assert summary["stage"] == "grpo" and summary["steps"] == 8 and summary["trained_tokens"] > 0
+    assert summary["stage"] == "grpo" and summary["steps"] == STEPS and summary["trained_tokens"] > 0
 
 
 def test_a_resumed_run_repeats_the_uninterrupted_one(half_right, tmp_path):
