@@ -65,6 +65,8 @@ def sample(name: str) -> Path:
 
 
 def cache_dir() -> Path:
-    """Where fastmath keeps what it fetches or compiles once: $FASTMATH_CACHE, else ~/.cache/fastmath."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastmath"
-    return Path(os.environ.get("FASTMATH_CACHE", default))
+    """Where fastmath keeps what it fetches or compiles once (llama.cpp's converter, Unsloth's
+    compiled kernels): $FASTMATH_CACHE, else $XDG_CACHE_HOME/fastmath, else ~/.cache/fastmath."""
+    if os.environ.get("FASTMATH_CACHE"):
+        return Path(os.environ["FASTMATH_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "fastmath"

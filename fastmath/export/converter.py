@@ -32,6 +32,7 @@ from pathlib import Path
 import fastmath
 from fastmath.errors import FastmathError
 from fastmath.log import log
+from fastmath.resources import cache_dir
 
 LLAMA_CPP_PYTHON = "0.3.36"
 SDIST = f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
@@ -45,13 +46,6 @@ _DIRS = ("conversion/", "gguf-py/gguf/")
 # The one import of the converter that fastmath itself does not need. Qwen2 is BPE, yet its set_vocab
 # imports sentencepiece first and falls back to BPE only when the *file* is missing.
 CONVERTER_EXTRA = "sentencepiece"
-
-
-def cache_dir() -> Path:
-    """fastmath's cache: $FASTMATH_CACHE, else $XDG_CACHE_HOME/fastmath, else ~/.cache/fastmath."""
-    if os.environ.get("FASTMATH_CACHE"):
-        return Path(os.environ["FASTMATH_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "fastmath"
 
 
 def sha256(path: Path) -> str:
