@@ -22,6 +22,14 @@ def package_dir() -> Path:
     return Path(str(files("fastmath")))
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment for a Python child that must import this same fastmath (the
+    app's jobs, the GGUF converter's runner): the folder holding the package first on PYTHONPATH,
+    so a checkout's code is run even where another copy is installed."""
+    root = str(package_dir().resolve().parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+
 def recipes_dir() -> Path:
     return package_dir() / "recipes"
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fastmath
 from fastmath import cli, config, resources, runs
 from fastmath.errors import FastmathError
 from fastmath.io import atomic_write_json
@@ -191,11 +190,9 @@ def _save(outputs: Path, job: Job) -> None:
 
 
 def _child_env() -> dict[str, str]:
-    """The app's environment, its output unbuffered (the log is read while it grows), and the same
-    fastmath the app runs first on the path (a checkout's, when the app runs from one)."""
-    package_root = str(Path(fastmath.__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    """The app's environment with the app's own fastmath first on the path, its output unbuffered
+    (the log is read while it grows)."""
+    return {**resources.child_env(), "PYTHONUNBUFFERED": "1"}
 
 
 def start(outputs: Path, plan: Plan, cwd: Path) -> Job:

@@ -29,10 +29,9 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-import fastmath
 from fastmath.errors import FastmathError
 from fastmath.log import log
-from fastmath.resources import cache_dir
+from fastmath.resources import cache_dir, child_env
 
 LLAMA_CPP_PYTHON = "0.3.36"
 SDIST = f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
@@ -146,9 +145,7 @@ def convert(converter: Path, model_dir: Path, out: Path, outtype: str, pre_token
     cmd = [sys.executable, "-m", "fastmath.export.convert_runner", "--converter-dir", str(converter)]
     cmd += ["--report", str(report), *(["--pre-tokenizer", pre_tokenizer] if pre_tokenizer else [])]
     cmd += ["--", str(model_dir), "--outtype", outtype, "--outfile", str(out)]
-    package_root = str(Path(fastmath.__file__).resolve().parents[1])
-    env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # the converter needs its own gguf-py
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env = {k: v for k, v in child_env().items() if k != "NO_LOCAL_GGUF"}  # the converter needs its own gguf-py
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     with open(log_path, "w", encoding="utf-8") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
