@@ -389,15 +389,14 @@ def make_clock(warmup_steps: int):
 def train_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Worker: one real `run_sft` / `run_dpo` with the spec's recipe, and the figures a comparison needs."""
     from fastmath import cli
-    from fastmath.models import activate, resolve_backend, use_4bit
+    from fastmath.models import ready_backend, use_4bit
 
     overrides, note = dict(spec["overrides"]), None
     if spec.get("backend"):  # else the recipe's model.backend decides, as in `python -m fastmath sft`
         overrides["model.backend"], note = pick_backend(spec["backend"])
     inv = cli.invocation(spec["stage"], str(spec["recipe"]), overrides)  # as the command line resolves it
     recipe = inv.recipe
-    backend = resolve_backend(recipe.model)
-    activate(backend)
+    backend = ready_backend(recipe.model)
     import torch
 
     clock = make_clock(spec["warmup_steps"])

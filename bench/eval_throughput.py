@@ -44,12 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load(model_dir: Path, adapter: Path | None, overrides: list[str]):
     """Model (+ adapter) and tokenizer as `python -m fastmath eval` loads them (the same resolution)."""
     from fastmath import cli
-    from fastmath.models import activate, resolve_backend
+    from fastmath.models import ready_backend
 
     typed = cli.parse_overrides(overrides) | ({} if adapter else {"model.name": str(model_dir)})
     inv = cli.invocation("eval", None, typed, lora=str(adapter) if adapter else None, model=str(model_dir))
-    backend = resolve_backend(inv.recipe.model)
-    activate(backend)
+    backend = ready_backend(inv.recipe.model)
     from fastmath.models import load_for_inference
 
     return load_for_inference(inv.recipe.model, str(adapter) if adapter else None, backend)

@@ -447,10 +447,9 @@ def _resolve(command: Command, args: argparse.Namespace, typed: dict[str, Any]) 
 def execute(command: Command, inv: Invocation) -> int:
     """Steps 2 and 3: the backend (Unsloth imported first), then the command's own module."""
     if command.loads_model:
-        from fastmath.models import activate, resolve_backend
+        from fastmath.models import ready_backend
 
-        inv.backend = resolve_backend(inv.recipe.model)  # type: ignore[union-attr]
-        activate(inv.backend)
+        inv.backend = ready_backend(inv.recipe.model)  # type: ignore[union-attr]
     module, _, function = command.target.partition(":")
     return getattr(importlib.import_module(module), function)(inv) or 0
 

@@ -79,6 +79,14 @@ def activate(backend: str) -> None:
     import unsloth  # noqa: F401
 
 
+def ready_backend(cfg: ModelConfig) -> str:
+    """The backend `cfg` resolves to, made ready (Unsloth imported first): what every entry point
+    that loads a model calls before it imports the code that loads it."""
+    backend = resolve_backend(cfg)
+    activate(backend)
+    return backend
+
+
 def torch_dtype(cfg: ModelConfig):
     import torch
 

@@ -228,12 +228,11 @@ def cached_model(base: str, adapter: str | None):
     """
     from fastmath import runs
     from fastmath.config import ModelConfig
-    from fastmath.models import activate, resolve_backend
+    from fastmath.models import ready_backend
 
     run = Path(adapter) if adapter else None
     cfg = runs.model_settings(run) if run else ModelConfig(name=base)
-    backend = resolve_backend(cfg)
-    activate(backend)
+    backend = ready_backend(cfg)
     from fastmath.models import load_for_inference
 
     model, tokenizer = load_for_inference(cfg, adapter, backend)
