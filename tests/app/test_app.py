@@ -454,13 +454,15 @@ def test_train_form_shows_the_exact_command_and_the_recipes_own_checks(monkeypat
 def test_train_page_starts_the_command_which_a_reload_finds_and_stop_stops(monkeypatch, tiny_model, tmp_path):
     outputs = tmp_path / "outputs"
     outputs.mkdir()
-    at = _train_form(open_app(monkeypatch, outputs, "train"), "tiny-sft", model__name=str(tiny_model))
+    # A million steps: the job cannot finish before the test stops it, however fast the machine.
+    at = _train_form(open_app(monkeypatch, outputs, "train"), "tiny-sft", model__name=str(tiny_model),
+                     training__max_steps=1_000_000)  # fmt: skip
     (command,) = [c.value for c in at.code]
     _widget(at, "button", "Start").click().run()
     (job,) = jobs.load(outputs)
     assert job.argv == shlex.split(command) and job.state == "running"  # what was shown is what runs
     run, log = Path(job.run), Path(job.run) / runs.LOG
-    _until(lambda: runs.read(run).get("status") == "running", log)  # it trains (80 epochs: a while)
+    _until(lambda: runs.read(run).get("status") == "running", log)  # it trains
     at = open_app(monkeypatch, outputs, "train")  # a reload (a new session) finds it
     assert _widget(at, "selectbox", "Job").value == job.name
     assert [c.value for c in at.caption if c.value.startswith("Live")]  # watched live
