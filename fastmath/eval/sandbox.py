@@ -7,23 +7,29 @@ interpreter; the in-process guard (import allow-list, audit hook) stays inside a
 turns most attempts into a readable "forbidden: ...".
 
 Stops: reading or changing host files (the program sees only the interpreter, its stdlib and the
-system libraries, read-only, plus an empty private tmpfs as cwd and /tmp, its own /proc, a minimal
-/dev; no repo, no $HOME, no /etc), the network (own empty network namespace), the host's processes
-(own PID namespace, uid/gid 65534, no capabilities), the evaluator's environment (none passed),
-processes outliving the run (killing bwrap's process group ends the PID namespace), and
-new processes or threads, ptrace, bpf, io_uring, userfaultfd, perf events, keyrings and more
-namespaces (seccomp; root's RLIMIT_NPROC would not bind). Kernel limits bound memory, CPU time,
-file size and descriptors; the parent bounds wall time and printed output.
+system libraries, read-only, an empty read-only /tmp as cwd and a minimal read-only /dev; no /proc,
+no repo, no $HOME, no /etc), the network (own empty network namespace; no sockets at all), the host's
+processes (own PID namespace, in which the program is init; uid/gid 65534 inside, no capabilities),
+the evaluator's environment (none passed), processes outliving the run (the program is the whole
+PID namespace, killed with bwrap), host root: started as root, bwrap runs as UNPRIVILEGED_ID, so
+that no uid inside maps to host root (paths that uid cannot read are bind-mounted onto a staging
+folder first, in a mount namespace of root's own). A seccomp allow-list (`seccomp.py`) admits only
+what CPython needs: no new processes or threads, sockets, SysV IPC, ptrace or other processes' memory,
+file-system changes or namespaces; a refused call fails with an error naming it. Kernel limits
+bound memory, CPU time, file size and descriptors; the parent bounds wall time and printed output,
+and strips control characters from what comes back. No cgroup is created or changed (on cgroup v1
+hosts the hierarchy is the host's): `result.limits` lists what held a run.
 
 Needs: bubblewrap >= 0.5 (`apt-get install -y bubblewrap`), unprivileged user namespaces, Linux on
-x86_64 or aarch64. A real probe run checks this once per process; without it `run_program` refuses
+x86_64 or aarch64; as root also util-linux (unshare, mount, setpriv) and CAP_SETUID/CAP_SETGID/
+CAP_SYS_ADMIN. A real probe run checks this once per process; without it `run_program` refuses
 unless the caller passes `allow_unsafe=True` (CLI: `--unsafe-no-os-sandbox`): then the guard alone,
 which a hostile program can defeat, holds it, and `result.isolation` says so.
 
-Does not promise: safety from kernel bugs reachable from an unprivileged user namespace, from CPU
-side channels, or from load within the limits (each concurrent run may use `memory_mb` and a core
-until its timeout). Host-wide facts any process may read (kernel version, CPU, memory totals, the
-interpreter's path) stay visible.
+Does not promise: safety from kernel bugs reachable from an unprivileged user namespace or from the
+allowed calls, from CPU side channels, or from load within the limits (each concurrent run may use
+`memory_mb` and a core until its timeout). Host-wide facts any process may read (kernel version,
+CPU, memory totals, the interpreter's path) stay visible.
 
 Nothing a program does makes these functions raise: a bad program gives `ok=False` and a reason.
 Only a sandbox that cannot start raises `FastmathError`.
@@ -31,8 +37,8 @@ Only a sandbox that cannot start raises `FastmathError`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import errno
 import functools
 import json
 import math
@@ -41,7 +47,7 @@ import re
 import selectors
 import shutil
 import signal
-import struct
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -53,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastmath.errors import FastmathError
+from fastmath.eval import seccomp
 
 ALLOWED_MODULES = (
     "math",
@@ -88,6 +95,11 @@ MAX_PROGRAM_CHARS = 100_000
 _STDERR_TAIL_BYTES = 4_000
 _OPEN_FILES = 8
 _SANDBOX_ID = "65534"  # nobody: the program is not root inside its namespace either
+# Started as root, the sandbox runs as this uid/gid outside: it owns nothing and has no account, so
+# every uid inside maps to it and nothing of the host's (root's files, /proc/sys) is writable.
+UNPRIVILEGED_ID = 2_000_065_534
+_STAGE_SCRIPT = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"'
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _PROBE_TIMEOUT_S = 30.0
 _REASON_MARK = "\x1efastmath-sandbox: "
 _INSTALL_FIX = "install it: apt-get install -y bubblewrap"
@@ -99,6 +111,10 @@ _FILES_FIX = (
 _USERNS_FIX = (
     "enable unprivileged user namespaces: sysctl -w kernel.unprivileged_userns_clone=1 "
     "(on Ubuntu 24.04+: sysctl -w kernel.apparmor_restrict_unprivileged_userns=0)"
+)
+_ROOT_FIX = (
+    f"run fastmath as an ordinary user; or, as root, keep util-linux (unshare, mount, setpriv) and the "
+    f"CAP_SETUID, CAP_SETGID and CAP_SYS_ADMIN capabilities, so that programs run as uid {UNPRIVILEGED_ID}"
 )
 _UNSAFE_HINT = (
     "; or pass allow_unsafe=True (CLI: --unsafe-no-os-sandbox) to run model code with only the in-process "
@@ -130,6 +146,9 @@ def report(status, reason):
 def describe(exc):
     if isinstance(exc, MemoryError):
         return "memory limit"
+    if isinstance(exc, OSError) and exc.errno in range(*CONFIG["refused_errnos"]):
+        name = CONFIG["refused_names"].get(exc.errno, "number " + str(exc.errno - CONFIG["refused_errnos"][0]))
+        return "system call " + name + " refused (not in the sandbox's seccomp allow-list)"
     if isinstance(exc, SyntaxError):
         return f"SyntaxError: {exc.msg} (line {exc.lineno})"
     try:
@@ -217,32 +236,6 @@ except BaseException as exc:
 os._exit(0)
 """
 
-# Seccomp: refuse process creation (RLIMIT_NPROC does not bind when the sandbox's uid maps to root
-# outside) and the kernel interfaces behind most namespace privilege escalations. Python never needs
-# them. clone3 gets ENOSYS so that libc falls back to clone, which gets EPERM like the rest.
-_SECCOMP_ARCH = {"x86_64": (0xC000003E, 1), "aarch64": (0xC00000B7, 2)}  # AUDIT_ARCH_*, column below
-_DENIED_SYSCALLS: tuple[tuple[str, int | None, int | None], ...] = (
-    ("clone", 56, 220),
-    ("fork", 57, None),  # aarch64 has only clone
-    ("vfork", 58, None),
-    ("ptrace", 101, 117),
-    ("process_vm_readv", 310, 270),
-    ("process_vm_writev", 311, 271),
-    ("unshare", 272, 97),
-    ("setns", 308, 268),
-    ("bpf", 321, 280),
-    ("userfaultfd", 323, 282),
-    ("perf_event_open", 298, 241),
-    ("io_uring_setup", 425, 425),
-    ("io_uring_enter", 426, 426),
-    ("io_uring_register", 427, 427),
-    ("keyctl", 250, 219),
-    ("add_key", 248, 217),
-    ("request_key", 249, 218),
-)
-_CLONE3 = 435  # the same number on both
-_X32_SYSCALL_BIT = 0x40000000
-
 # What the parent saw of a run: stdout, the tail of stderr, and the limit it hit (None if none).
 _Outcome = tuple[bytes, bytes, str | None]
 
@@ -261,6 +254,7 @@ class SandboxResult:
     error: str | None
     ok: bool
     isolation: str
+    limits: tuple[str, ...] = ()  # what held the run besides the namespaces: identity, seccomp, limits
 
     @property
     def answer(self) -> str | None:
@@ -331,7 +325,7 @@ def main(inv) -> int:
         allow_unsafe=args.unsafe_no_os_sandbox,
     )
     shown = {"ok": result.ok, "answer": result.answer, "stdout": result.stdout, "error": result.error,
-             "isolation": result.isolation}  # fmt: skip
+             "isolation": result.isolation, "limits": list(result.limits)}  # fmt: skip
     print(json.dumps(shown, ensure_ascii=False, indent=2))
     return 0 if result.ok else 1
 
@@ -362,11 +356,13 @@ def _probe(bwrap: str) -> tuple[str, str] | None:
     if path is None:
         return f"bubblewrap ({bwrap}) is not installed", _INSTALL_FIX
     machine = os.uname().machine
-    if machine not in _SECCOMP_ARCH:
-        return f"its seccomp filter does not support {machine} (only {', '.join(_SECCOMP_ARCH)})", "use one of those"
+    if machine not in seccomp.ARCHES:
+        return f"its seccomp filter does not support {machine} (only {', '.join(seccomp.ARCHES)})", "use one of those"
     try:
         result = _run("print(6 * 7)", _PROBE_TIMEOUT_S, 256, path)
     except FastmathError as exc:
+        if os.geteuid() == 0:  # dropping to UNPRIVILEGED_ID, or a util-linux tool of the staging step, failed
+            return f"as root, programs run as uid {UNPRIVILEGED_ID}, which fails ({exc.__cause__})", _ROOT_FIX
         return f"bubblewrap ({path}) cannot be run ({exc.__cause__})", _INSTALL_FIX
     if result.ok and result.stdout == "42\n":
         return None
@@ -375,6 +371,8 @@ def _probe(bwrap: str) -> tuple[str, str] | None:
         return f"bubblewrap ({path}) is too old ({error})", _UPGRADE_FIX
     if any(word in error.lower() for word in ("namespace", "uid map", "permission", "not permitted")):
         return f"bubblewrap ({path}) cannot create the sandbox's namespaces ({error})", _USERNS_FIX
+    if os.geteuid() == 0 and any(f"{tool}: " in error for tool in ("unshare", "mount", "setpriv")):
+        return f"as root, programs run as uid {UNPRIVILEGED_ID}, which fails ({error})", _ROOT_FIX
     return f"Python ({sys.executable}) does not start inside bubblewrap ({error})", _FILES_FIX
 
 
@@ -383,6 +381,7 @@ def _run(code: str, timeout_s: float, memory_mb: int, bwrap: str | None, guard: 
 
     `guard=False` leaves out the in-process guard: for tests that show what bwrap holds on its own.
     """
+    machine = os.uname().machine
     config = {
         "mark": _REASON_MARK,
         "guard": guard,
@@ -390,90 +389,146 @@ def _run(code: str, timeout_s: float, memory_mb: int, bwrap: str | None, guard: 
         "memory_bytes": memory_mb * 2**20,
         "cpu_seconds": math.ceil(timeout_s) + 1,
         "open_files": _OPEN_FILES,
+        "refused_errnos": (seccomp.REFUSED_ERRNO_BASE, seccomp.REFUSED_ERRNO_BASE + 1024),
+        "refused_names": seccomp.refusal_names(machine) if machine in seccomp.ARCHES else {},
     }
     python = os.path.realpath(sys.executable)
     child = [python, "-I", "-S", "-B", "-X", "utf8", "-c", f"CONFIG = {config!r}\n{_CHILD}"]
     deadline = time.monotonic() + timeout_s
+    limits: tuple[str, ...] = (
+        f"memory {memory_mb} MiB (RLIMIT_AS)",
+        f"CPU {config['cpu_seconds']} s",
+        f"wall {timeout_s:g} s",
+        f"output {STDOUT_CAP_BYTES} bytes",
+        "file size 0 (RLIMIT_FSIZE)",
+    )
     with contextlib.ExitStack() as stack:
         if bwrap is None:
-            argv, cwd, fds = child, stack.enter_context(tempfile.TemporaryDirectory(prefix="fastmath-sandbox-")), ()
+            cwd = stack.enter_context(tempfile.TemporaryDirectory(prefix="fastmath-sandbox-"))
+            proc = _start(child, cwd, (), None)
         else:
-            seccomp = os.memfd_create("fastmath-seccomp")
-            stack.callback(os.close, seccomp)
-            os.write(seccomp, _seccomp_filter(os.uname().machine))
-            os.lseek(seccomp, 0, os.SEEK_SET)
-            argv, cwd, fds = [bwrap, *_bwrap_args(python), "--seccomp", str(seccomp), "--", *child], "/", (seccomp,)
-        proc = _start(argv, cwd, fds)
+            filter_fd = os.memfd_create("fastmath-seccomp")
+            stack.callback(os.close, filter_fd)
+            os.write(filter_fd, seccomp.build(machine))
+            os.lseek(filter_fd, 0, os.SEEK_SET)
+            launch = _launch(python)
+            argv = [*launch.prefix, bwrap, *launch.bwrap_args, "--seccomp", str(filter_fd), "--", *child]
+            proc = _start(argv, "/", (filter_fd,), launch.user)
+            limits = (launch.identity, _SECCOMP_LIMIT, "read-only files, no /proc", *limits, _CGROUP)
         try:
             stdout, stderr, limit = _supervise(proc, code.encode("utf-8", "replace"), deadline)
         finally:
             _kill_and_reap(proc)
     isolation = ISOLATION_UNSAFE if bwrap is None else ISOLATION_BWRAP
-    text = stdout.decode("utf-8", "replace")
-    if limit is not None:
-        return SandboxResult(stdout=text, error=limit, ok=False, isolation=isolation)
-    if proc.returncode == 0:
-        return SandboxResult(stdout=text, error=None, ok=True, isolation=isolation)
-    # bwrap's init reports a child killed by signal N as exit status 128 + N.
-    status = 128 - proc.returncode if bwrap is not None and proc.returncode > 128 else proc.returncode
-    return SandboxResult(stdout=text, error=_failure_reason(status, stderr), ok=False, isolation=isolation)
+    text = _printable(stdout.decode("utf-8", "replace"))
+    if limit is None and proc.returncode == 0:
+        return SandboxResult(stdout=text, error=None, ok=True, isolation=isolation, limits=limits)
+    error = limit or _failure_reason(proc.returncode, stderr, bwrap is not None)
+    return SandboxResult(stdout=text, error=_printable(error), ok=False, isolation=isolation, limits=limits)
+
+
+_SECCOMP_LIMIT = "seccomp allow-list (no new processes, threads, sockets or SysV IPC)"
+# No cgroup: on cgroup v1 hosts the hierarchy is the host's, and none is created or changed here.
+_CGROUP = "no cgroup (memory and processes are bounded by RLIMIT_AS and seccomp)"
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """How bubblewrap is started: a command before it, the user it runs as, its options, and who that is."""
+
+    prefix: tuple[str, ...]
+    user: int | None
+    bwrap_args: tuple[str, ...]
+    identity: str
 
 
 @functools.cache
-def _bwrap_args(python: str) -> tuple[str, ...]:
-    """bwrap's options for running `python`: namespaces, identity, and a file system of Python alone."""
-    args = [
-        *("--unshare-all", "--unshare-user"),  # every namespace, the user one even where bwrap is setuid
-        *("--uid", _SANDBOX_ID, "--gid", _SANDBOX_ID, "--cap-drop", "ALL"),
-        *("--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox"),
-    ]
-    bound: list[str] = []
+def _launch(python: str) -> _Launch:
+    """Never as root: root's bwrap maps the sandbox to host uid 0, so root starts it as UNPRIVILEGED_ID.
+
+    Paths that uid cannot read (a pyenv under root's 0700 home) are first bind-mounted, in a private
+    mount namespace of root's own, onto a staging folder it can read; bwrap then binds them from there.
+    """
+    binds = _interpreter_paths(python)
+    if os.geteuid() != 0:
+        return _Launch((), None, _bwrap_args(binds), f"uid {os.geteuid()} outside (the caller's own)")
+    identity = f"uid {UNPRIVILEGED_ID} outside (dropped from root)"
+    hidden = [path for path, _ in binds if not _readable_by_others(path)]
+    if not hidden:
+        return _Launch((), UNPRIVILEGED_ID, _bwrap_args(binds), identity)
+    stage = tempfile.mkdtemp(prefix="fastmath-sandbox-stage-")
+    os.chmod(stage, 0o755)
+    atexit.register(shutil.rmtree, stage, ignore_errors=True)  # empty mount points, on the host
+    staged, mounts = {}, []
+    for i, path in enumerate(hidden):
+        staged[path] = os.path.join(stage, str(i))
+        os.mkdir(staged[path]) if os.path.isdir(path) else Path(staged[path]).touch(0o444)
+        mounts += [path, staged[path]]
+    prefix = (
+        *("unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _STAGE_SCRIPT, "sh"),
+        *(*mounts, "--"),
+        *("setpriv", f"--reuid={UNPRIVILEGED_ID}", f"--regid={UNPRIVILEGED_ID}", "--clear-groups", "--"),
+    )
+    return _Launch(prefix, None, _bwrap_args([(staged.get(src, src), dest) for src, dest in binds]), identity)
+
+
+def _interpreter_paths(python: str) -> list[tuple[str, str]]:
+    """(source, destination) of what the child needs: the interpreter, its stdlib and libpython, the C library."""
+    binds: list[tuple[str, str]] = []
     for path in ("/usr/lib", "/usr/lib64", "/lib", "/lib64"):  # the dynamic loader and the C library
-        if os.path.islink(path):
-            args += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            args += ["--ro-bind", path, path]
-            bound.append(path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            binds.append((path, path))
     paths = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})
     libpython = os.path.join(sysconfig.get_config_var("LIBDIR") or "", sysconfig.get_config_var("INSTSONAME") or "")
     for path in (python, paths["stdlib"], paths["platstdlib"], libpython):
-        if os.path.exists(path) and not any(_inside(path, root) for root in bound):
-            args += ["--ro-bind", path, path]
-            bound.append(path)
+        if os.path.exists(path) and not any(_inside(path, root) for _, root in binds):
+            binds.append((path, path))
+    return binds
+
+
+def _readable_by_others(path: str) -> bool:
+    """Whether a uid with no groups can reach and read `path` (every folder above searchable by others)."""
+    parts = Path(path).parents
+    if not all(os.stat(parent).st_mode & stat.S_IXOTH for parent in parts):
+        return False
+    mode = os.stat(path).st_mode
+    return bool(mode & stat.S_IROTH) and (not stat.S_ISDIR(mode) or bool(mode & stat.S_IXOTH))
+
+
+def _bwrap_args(binds: list[tuple[str, str]]) -> tuple[str, ...]:
+    """bwrap's options: every namespace, the program as its PID namespace's init, a read-only file
+    system of Python alone, no /proc (no kernel knobs, no process memory)."""
+    args = [
+        *("--unshare-all", "--unshare-user"),  # every namespace, the user one even where bwrap is setuid
+        *("--uid", _SANDBOX_ID, "--gid", _SANDBOX_ID, "--cap-drop", "ALL"),
+        *("--die-with-parent", "--new-session", "--as-pid-1", "--clearenv", "--hostname", "sandbox"),
+    ]
+    for path in ("/usr/lib", "/usr/lib64", "/lib", "/lib64"):
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+    for source, dest in binds:
+        args += ["--ro-bind", source, dest]
+    paths = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})
     for path in {paths["purelib"], paths["platlib"]}:  # installed packages stay out (-S keeps them off the path)
-        if os.path.isdir(path) and any(_inside(path, root) for root in bound):
+        if os.path.isdir(path) and any(_inside(path, dest) for _, dest in binds):
             args += ["--tmpfs", path, "--remount-ro", path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp"]
-    return (*args, "--remount-ro", "/")  # the root tmpfs too: only /tmp and /dev/shm are writable
+    args += ["--dev", "/dev", "--remount-ro", "/dev", "--dir", "/tmp", "--chdir", "/tmp"]
+    return (*args, "--remount-ro", "/")  # the root tmpfs too: nothing is writable, /dev/shm included
 
 
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-@functools.cache
-def _seccomp_filter(machine: str) -> bytes:
-    """A classic-BPF seccomp program: other architectures die, denied calls fail, the rest pass."""
-    arch, column = _SECCOMP_ARCH[machine]
-
-    def insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
-        return struct.pack("=HBBI", code, jt, jf, k)
-
-    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
-    allow, kill, fail = 0x7FFF0000, 0x80000000, 0x00050000  # SECCOMP_RET_ALLOW, _KILL_PROCESS, _ERRNO
-    program = [insn(load, 4), insn(jeq, arch, 1, 0), insn(ret, kill), insn(load, 0)]  # seccomp_data.arch, .nr
-    if machine == "x86_64":  # the x32 ABI's numbers would bypass the list below
-        program += [insn(jge, _X32_SYSCALL_BIT, 0, 1), insn(ret, fail | errno.ENOSYS)]
-    program += [insn(jeq, _CLONE3, 0, 1), insn(ret, fail | errno.ENOSYS)]
-    for row in _DENIED_SYSCALLS:
-        number = row[column]
-        if number is not None:
-            program += [insn(jeq, number, 0, 1), insn(ret, fail | errno.EPERM)]
-    return b"".join([*program, insn(ret, allow)])
+def _printable(text: str) -> str:
+    """`text` without control characters other than newline and tab (C0, C1, bidi overrides)."""
+    return _CONTROL_CHARS.sub("", text)
 
 
-def _start(argv: list[str], cwd: str, fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
-    """Start the child in its own session, so that killing its process group ends everything it started."""
+def _start(argv: list[str], cwd: str, fds: tuple[int, ...], user: int | None) -> subprocess.Popen[bytes]:
+    """Start the child in its own session, so that killing its process group ends everything it started;
+    as `user` (uid and gid, no supplementary groups) when given."""
+    drop = {} if user is None else {"user": user, "group": user, "extra_groups": []}
     try:
         return subprocess.Popen(
             argv,
@@ -485,6 +540,7 @@ def _start(argv: list[str], cwd: str, fds: tuple[int, ...]) -> subprocess.Popen[
             close_fds=True,
             pass_fds=fds,
             start_new_session=True,
+            **drop,
         )
     except OSError as exc:
         raise FastmathError(f"cannot start the program sandbox ({argv[0]}): {exc}") from exc
@@ -547,14 +603,26 @@ def _kill_and_reap(proc: subprocess.Popen[bytes]) -> None:
             pipe.close()
 
 
-def _failure_reason(status: int, stderr: bytes) -> str:
-    """The child's own reason line if it wrote one, else what the exit status (and stderr's last line) says."""
+def _failure_reason(status: int, stderr: bytes, under_bwrap: bool) -> str:
+    """The child's own reason line if it wrote one, else what the exit status (and stderr's last line) says.
+
+    bwrap reports a program killed by signal N as exit status 128 + N, so above 128 both are named.
+    """
     text = stderr.decode("utf-8", "replace")
     if _REASON_MARK in text:
         return text.rsplit(_REASON_MARK, 1)[1].splitlines()[0]
-    if status == -signal.SIGXCPU:
-        return "timeout"
     if status < 0:
-        return f"killed ({signal.strsignal(-status) or f'signal {-status}'})"
+        return "timeout" if status == -signal.SIGXCPU else f"killed by {_signal_name(-status)}"
     last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
-    return f"exit status {status}" + (f": {last[:300]}" if last else "")
+    reason = f"exit status {status}"
+    if under_bwrap and status - 128 in signal.valid_signals():
+        reason += f" (or killed by {_signal_name(status - 128)}: bubblewrap reports both the same way)"
+    return reason + (f": {last[:300]}" if last else "")
+
+
+def _signal_name(number: int) -> str:
+    """SIGKILL for 9; 'signal 72' for a number that names no signal."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
