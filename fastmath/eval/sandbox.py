@@ -369,10 +369,10 @@ def _probe(bwrap: str) -> tuple[str, str] | None:
     error = result.error or f"printed {result.stdout[:100]!r}"
     if "Unknown option" in error:
         return f"bubblewrap ({path}) is too old ({error})", _UPGRADE_FIX
-    if any(word in error.lower() for word in ("namespace", "uid map", "permission", "not permitted")):
-        return f"bubblewrap ({path}) cannot create the sandbox's namespaces ({error})", _USERNS_FIX
     if os.geteuid() == 0 and any(f"{tool}: " in error for tool in ("unshare", "mount", "setpriv")):
         return f"as root, programs run as uid {UNPRIVILEGED_ID}, which fails ({error})", _ROOT_FIX
+    if any(word in error.lower() for word in ("namespace", "uid map", "permission", "not permitted")):
+        return f"bubblewrap ({path}) cannot create the sandbox's namespaces ({error})", _USERNS_FIX
     return f"Python ({sys.executable}) does not start inside bubblewrap ({error})", _FILES_FIX
 
 

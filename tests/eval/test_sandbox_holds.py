@@ -299,3 +299,29 @@ def test_self_sent_signals_neither_hang_nor_crash_the_runner(batch: Batch) -> No
 def test_a_refused_call_is_named(batch: Batch) -> None:
     result = batch.results["refused_call"]
     assert result["error"] == "system call mount refused (not in the sandbox's seccomp allow-list)"
+
+
+def test_results_carry_no_control_characters() -> None:
+    """Escape sequences, C1 controls and bidi overrides never reach a page, a terminal or a results file."""
+    result = sandbox.run_program("print('\\x1b[2J4\\u202e2\\x9b\\x07\\r')\nraise ValueError('\\x1b]0;pwned\\x07')")
+    assert result.stdout == "[2J42\n"
+    assert result.error == "ValueError: ]0;pwned"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the drop from root is tested as root")
+def test_root_that_cannot_drop_privileges_refuses_pot(tmp_path: Path) -> None:
+    """Root without CAP_SETUID/CAP_SETGID (a locked-down container): refuse with the fix, never run as root."""
+    program = tmp_path / "p.py"
+    program.write_text("print(6 * 7)\n")
+    no_setuid = ["setpriv", "--bounding-set=-setuid,-setgid", "--inh-caps=-setuid,-setgid"]
+    done = subprocess.run(
+        [*no_setuid, sys.executable, "-m", "fastmath", "sandbox", str(program)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""
+    assert f"as root, programs run as uid {sandbox.UNPRIVILEGED_ID}, which fails" in done.stderr
+    assert "run fastmath as an ordinary user" in done.stderr and "Traceback" not in done.stderr
