@@ -389,7 +389,7 @@ def _run(code: str, timeout_s: float, memory_mb: int, bwrap: str | None, guard: 
         "memory_bytes": memory_mb * 2**20,
         "cpu_seconds": math.ceil(timeout_s) + 1,
         "open_files": _OPEN_FILES,
-        "refused_errnos": (seccomp.REFUSED_ERRNO_BASE, seccomp.REFUSED_ERRNO_BASE + 1024),
+        "refused_errnos": (seccomp.REFUSED_ERRNO_BASE, seccomp.REFUSED_ERRNO_BASE + seccomp.CALL_LIMIT),
         "refused_names": seccomp.refusal_names(machine) if machine in seccomp.ARCHES else {},
     }
     python = os.path.realpath(sys.executable)
@@ -462,7 +462,10 @@ def _launch(python: str) -> _Launch:
     staged, mounts = {}, []
     for i, path in enumerate(hidden):
         staged[path] = os.path.join(stage, str(i))
-        os.mkdir(staged[path]) if os.path.isdir(path) else Path(staged[path]).touch(0o444)
+        if os.path.isdir(path):  # a mount point of the same kind
+            os.mkdir(staged[path])
+        else:
+            Path(staged[path]).touch(0o444)
         mounts += [path, staged[path]]
     prefix = (
         *("unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _STAGE_SCRIPT, "sh"),
@@ -593,8 +596,8 @@ def _supervise(proc: subprocess.Popen[bytes], code: bytes, deadline: float) -> _
 
 
 def _kill_and_reap(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the child's whole process group: bwrap and the PID namespace's init, which takes the namespace
-    (every process the program started) with it; in unsafe mode, the child and whatever stayed in its group."""
+    """Kill the child's whole process group: bwrap, whose death kills the program (--die-with-parent; it is
+    its PID namespace's init, so the namespace goes with it); in unsafe mode, the child and its group."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -67,7 +67,7 @@ NAMED_REFUSALS: dict[str, tuple[int | None, int | None]] = {
 }
 
 REFUSED_ERRNO_BASE = 3000
-_CALL_LIMIT = 1024  # above every call number; keeps REFUSED_ERRNO_BASE + number below 4096
+CALL_LIMIT = 1024  # above every call number; keeps REFUSED_ERRNO_BASE + number below 4096
 _CLONE3 = 435
 _X32_SYSCALL_BIT = 0x40000000
 _LOAD, _JEQ, _JGE, _ADD, _RET, _RET_A = 0x20, 0x15, 0x35, 0x04, 0x06, 0x16  # classic BPF opcodes
@@ -94,7 +94,7 @@ def build(machine: str) -> bytes:
     program = [_insn(_LOAD, _ARCH), _insn(_JEQ, arch, 1, 0), _insn(_RET, _KILL_PROCESS), _insn(_LOAD, _NR)]
     if machine == "x86_64":  # the x32 ABI's numbers would bypass the list
         program += [_insn(_JGE, _X32_SYSCALL_BIT, 0, 1), enosys]
-    program += [_insn(_JGE, _CALL_LIMIT, 0, 1), enosys, _insn(_JEQ, _CLONE3, 0, 1), enosys]
+    program += [_insn(_JGE, CALL_LIMIT, 0, 1), enosys, _insn(_JEQ, _CLONE3, 0, 1), enosys]
     allowed = call_numbers(ALLOWED, machine)
     ioctl_check = [_insn(_LOAD, _ARG1)]
     for request in IOCTLS:
