@@ -37,7 +37,6 @@ Only a sandbox that cannot start raises `FastmathError`.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import json
@@ -98,6 +97,7 @@ _SANDBOX_ID = "65534"  # nobody: the program is not root inside its namespace ei
 # Started as root, the sandbox runs as this uid/gid outside: it owns nothing and has no account, so
 # every uid inside maps to it and nothing of the host's (root's files, /proc/sys) is writable.
 UNPRIVILEGED_ID = 2_000_065_534
+# Run as root in a private mount namespace: each path bound onto its mount point, then the rest exec'd.
 _STAGE_SCRIPT = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"'
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _PROBE_TIMEOUT_S = 30.0
@@ -362,7 +362,7 @@ def _probe(bwrap: str) -> tuple[str, str] | None:
         result = _run("print(6 * 7)", _PROBE_TIMEOUT_S, 256, path)
     except FastmathError as exc:
         if os.geteuid() == 0:  # dropping to UNPRIVILEGED_ID, or a util-linux tool of the staging step, failed
-            return f"as root, programs run as uid {UNPRIVILEGED_ID}, which fails ({exc.__cause__})", _ROOT_FIX
+            return f"as root, programs run as uid {UNPRIVILEGED_ID}, which fails ({exc.__cause__ or exc})", _ROOT_FIX
         return f"bubblewrap ({path}) cannot be run ({exc.__cause__})", _INSTALL_FIX
     if result.ok and result.stdout == "42\n":
         return None
@@ -447,7 +447,8 @@ def _launch(python: str) -> _Launch:
     """Never as root: root's bwrap maps the sandbox to host uid 0, so root starts it as UNPRIVILEGED_ID.
 
     Paths that uid cannot read (a pyenv under root's 0700 home) are first bind-mounted, in a private
-    mount namespace of root's own, onto a staging folder it can read; bwrap then binds them from there.
+    mount namespace of root's own (the host's mount table never sees it), onto empty mount points in
+    `_stage_dir()`; bwrap then binds them from there.
     """
     binds = _interpreter_paths(python)
     if os.geteuid() != 0:
@@ -456,14 +457,13 @@ def _launch(python: str) -> _Launch:
     hidden = [path for path, _ in binds if not _readable_by_others(path)]
     if not hidden:
         return _Launch((), UNPRIVILEGED_ID, _bwrap_args(binds), identity)
-    stage = tempfile.mkdtemp(prefix="fastmath-sandbox-stage-")
-    os.chmod(stage, 0o755)
-    atexit.register(shutil.rmtree, stage, ignore_errors=True)  # empty mount points, on the host
+    stage = _stage_dir()
     staged, mounts = {}, []
     for i, path in enumerate(hidden):
-        staged[path] = os.path.join(stage, str(i))
-        if os.path.isdir(path):  # a mount point of the same kind
-            os.mkdir(staged[path])
+        kind = "d" if os.path.isdir(path) else "f"
+        staged[path] = os.path.join(stage, f"{kind}{i}")
+        if kind == "d":
+            os.makedirs(staged[path], exist_ok=True)
         else:
             Path(staged[path]).touch(0o444)
         mounts += [path, staged[path]]
@@ -473,6 +473,19 @@ def _launch(python: str) -> _Launch:
         *("setpriv", f"--reuid={UNPRIVILEGED_ID}", f"--regid={UNPRIVILEGED_ID}", "--clear-groups", "--"),
     )
     return _Launch(prefix, None, _bwrap_args([(staged.get(src, src), dest) for src, dest in binds]), identity)
+
+
+def _stage_dir() -> str:
+    """Root's folder of empty mount points, the same for every run and process (nothing is left per run):
+    the binds onto them exist only in each run's private mount namespace."""
+    stage = os.path.join(tempfile.gettempdir(), "fastmath-sandbox-stage")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(stage)
+        os.chmod(stage, 0o755)
+    info = os.lstat(stage)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+        raise FastmathError(f"{stage} is not a folder only root may change: remove it")
+    return stage
 
 
 def _interpreter_paths(python: str) -> list[tuple[str, str]]:
