@@ -307,6 +307,7 @@ def evaluate_tasks(
         setup = Setup(model, tokenizer, cfg, shots, recipe.data.system_prompt)
         problems, out_dir = first(dataset, cfg.samples), runs.eval_dir(run_dir, task.name)
         task_meta = meta | ({"tolerance": task.tolerance} if task.tolerance else {})
+        task_meta |= {"group_by": task.fields.group} if task.fields.group else {}
         summaries = {s: evaluate(setup, problems, s, out_dir, meta=task_meta, fresh=fresh) for s in cfg.strategies}
         results.append(Evaluated(task, problems, out_dir, summaries))
     return run_dir, meta, results
