@@ -230,7 +230,7 @@ def test_benchmarks_side_by_side_with_cmath_per_grade(tmp_path):
     matrix = tables.accuracy_matrix(tmp_path, ["sft-a", "sft-b"])
     assert (
         matrix.loc["sft-b", "cmath · cot · grade 2"] == "—"
-        and matrix.loc["sft-a", "cmath · cot"] == "66.7% (20.8–93.9)"
+        and matrix.loc["sft-a", "cmath · cot"] == "66.7% (20.8–93.8)"
     )
 
 
