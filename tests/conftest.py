@@ -35,6 +35,7 @@ def require_shared(path: Path) -> Path:
         pytest.skip(message)
     return path
 
+
 # The overfit recipe: 16 GSM8K training problems, enough epochs to memorise them.
 OVERFIT = {
     "data.train": str(GSM8K_TRAIN),
