@@ -270,3 +270,16 @@ def test_every_shipped_task_reads_every_record_of_the_full_data(caplog):
     assert "skipped" not in caplog.text, caplog.text
     grades = [p.group for p in tasks.get("cmath").problems("test", SHARED_DATA, verbose=False)]
     assert {g: grades.count(g) for g in set(grades)} == {str(g): 100 for g in range(1, 7)}
+
+
+@pytest.mark.parametrize(
+    ("command", "first_args"),
+    [("sft", ["tiny-sft"]), ("grpo", ["tiny-grpo", "grpo.fresh_lora=true"]), ("eval", ["--model", "m"]),
+     ("suite", ["--model", "m"])],
+)  # fmt: skip
+def test_field_flags_are_the_recipes_data_keys(command, first_args, tmp_path):
+    from fastmath import cli
+
+    fields = ["--question-field", "problem", "--answer-field", "solution", f"training.output_dir={tmp_path}"]
+    inv = cli.prepare(cli.COMMANDS[command], [*first_args, *fields])
+    assert (inv.recipe.data.question_field, inv.recipe.data.answer_field) == ("problem", "solution")
