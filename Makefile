@@ -4,8 +4,9 @@ RECIPE  ?=
 ARGS    ?=
 OUTPUTS ?= outputs
 TINY    ?= models/tiny-qwen2
+DATA    ?= $(wildcard ../shared/data)
 
-.PHONY: help install test lint sft pairs dpo grpo eval prompts export app quickstart bench clean
+.PHONY: help install test lint sft pairs dpo grpo eval prompts suite export app quickstart bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -51,6 +52,9 @@ eval:  ## evaluate the newest SFT run on GSM8K test with CoT: make eval ARGS="--
 
 prompts:  ## compare every prompt strategy in one table: make prompts ARGS="--samples 200"
 	$(PY) -m fastmath prompts $(ARGS)
+
+suite:  ## every benchmark, one strategy, one table: make suite ARGS="--samples 100 --strategy cot"
+	$(PY) -m fastmath suite $(if $(DATA),--data-dir $(DATA)) $(ARGS)
 
 export:  ## export a run: make export RUN=outputs/<run> ARGS="--format gguf --quant q8_0" (or --format merged)
 	@test -n "$(RUN)" || { echo 'usage: make export RUN=outputs/<run> ARGS="--format gguf --quant q8_0"'; exit 2; }

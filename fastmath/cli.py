@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from fastmath import config, log, resources, runs
+from fastmath import config, log, resources, runs, tasks
 from fastmath.config import Recipe
 from fastmath.errors import FastmathError
 
@@ -127,18 +127,39 @@ UNSAFE = Option(
     key="eval.unsafe_no_os_sandbox",
     kwargs={"action": "store_const", "const": True, "metavar": None},
 )
-EVAL_OPTIONS = (
-    MODEL,
-    LORA,
-    Option(("--dataset",), "gsm8k, mgsm_zh, mgsm_en or FILE, comma-separated", key="eval.datasets"),
-    Option(("--strategies",), "prompt strategies, comma-separated", key="eval.strategies"),
+FIELD_OPTIONS = (
+    Option(("--question-field",), "the data file's question field", key="data.question_field"),
+    Option(
+        ("--answer-field",),
+        "the data file's answer field (a gold, or a solution ending '#### N')",
+        key="data.answer_field",
+    ),
+)
+DATASET = Option(
+    ("--dataset",),
+    "tasks (gsm8k, svamp, cmath, ...), task .yaml files or data FILEs, comma-separated",
+    key="eval.datasets",
+)
+EVAL_TAIL = (
     Option(("--samples",), "first N problems of each dataset", key="eval.samples"),
     Option(("--batch-size",), "prompts per batch (default: automatic)", key="eval.batch_size"),
     MAX_NEW,
     OUTPUT_DIR,
-    Option(("--data-dir",), "local copies: DIR/gsm8k/{train,test}.jsonl, DIR/mgsm/*.tsv", kwargs={"type": Path}),
+    Option(
+        ("--data-dir",),
+        "local benchmark copies (DIR/gsm8k/test.jsonl ...; default $FASTMATH_DATA_DIR)",
+        kwargs={"type": Path},
+    ),
     Option(("--fresh",), "redo problems already in the results files", kwargs={"action": "store_true"}),
     UNSAFE,
+    *FIELD_OPTIONS,
+)
+EVAL_OPTIONS = (
+    MODEL,
+    LORA,
+    DATASET,
+    Option(("--strategies",), "prompt strategies, comma-separated", key="eval.strategies"),
+    *EVAL_TAIL,
 )
 
 COMMANDS: dict[str, Command] = {
@@ -164,6 +185,7 @@ COMMANDS: dict[str, Command] = {
             recipe="qwen2.5-7b-sft",
             loads_model=True,
             resumable=True,
+            options=FIELD_OPTIONS,
         ),
         Command(
             "pairs",
@@ -174,6 +196,7 @@ COMMANDS: dict[str, Command] = {
             loads_model=True,
             options=(
                 Option(("--output",), "pairs file to write (default <sft run>/pairs.jsonl)", kwargs={"type": Path}),
+                *FIELD_OPTIONS,
             ),
             parent=_sft_parent,
         ),
@@ -195,12 +218,13 @@ COMMANDS: dict[str, Command] = {
             recipe="qwen2.5-7b-grpo",
             loads_model=True,
             resumable=True,
+            options=FIELD_OPTIONS,
             parent=_grpo_parent,
         ),
         Command(
             "eval",
             "fastmath.eval.evaluate:main",
-            "evaluate a model/adapter on GSM8K or MGSM under prompt strategies",
+            "evaluate a model/adapter on benchmark tasks or data files under prompt strategies",
             stage="eval",
             loads_model=True,
             options=EVAL_OPTIONS,
@@ -214,6 +238,22 @@ COMMANDS: dict[str, Command] = {
             loads_model=True,
             options=EVAL_OPTIONS,
             defaults={"eval.strategies": list(config.STRATEGY_NAMES)},
+            parent=_adapter_to_load,
+        ),
+        Command(
+            "suite",
+            "fastmath.eval.suite:main",
+            "every benchmark (or --dataset list) with one strategy: accuracy, 95% CI and n in one table",
+            stage="eval",
+            loads_model=True,
+            options=(
+                MODEL,
+                LORA,
+                DATASET,
+                Option(("--strategy",), "prompt strategy", key="eval.strategies"),
+                *EVAL_TAIL,
+            ),
+            defaults={"eval.datasets": tasks.names()},
             parent=_adapter_to_load,
         ),
         Command(

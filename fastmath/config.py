@@ -98,7 +98,13 @@ class LoraConfig:
 
 @dataclass
 class DataConfig:
-    train: str = key("openai/gsm8k", "hub dataset id, or a .jsonl/.json/.tsv file (fastmath:samples/... ships)")
+    train: str = key(
+        "openai/gsm8k",
+        "a task's name (its train split), a hub dataset id, or a .jsonl/.json/.csv/.parquet/.tsv file "
+        "(fastmath:samples/... ships)",
+    )
+    question_field: str = key("question", "the data file's question field (eval files, SFT, pairs, GRPO)")
+    answer_field: str = key("answer", "its answer field: a bare gold, or a worked solution ending '#### N'")
     subset: str | None = key("main", "hub dataset config (GSM8K's is main)")
     split: str = key("train", "hub dataset split")
     limit: int | None = key(None, "first N usable records, for quick runs (null = all)", range=AT_LEAST_1)
@@ -179,7 +185,7 @@ class GRPOConfig:
 
 @dataclass
 class EvalConfig:
-    datasets: list[str] = key(["gsm8k"], "gsm8k, mgsm_zh, mgsm_en or a .jsonl/.json/.tsv file")
+    datasets: list[str] = key(["gsm8k"], "tasks (gsm8k, mgsm_en, svamp, cmath, ...), task .yaml files or data files")
     strategies: list[str] = key(["cot"], "prompt strategies, in the order run", choices=STRATEGY_NAMES)
     samples: int | None = key(None, "first N problems of each dataset (null = all)", range=AT_LEAST_1)
     batch_size: int | None = key(None, "prompts per batch (null = found automatically)", range=AT_LEAST_1)

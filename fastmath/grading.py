@@ -297,13 +297,15 @@ def _parse(text: str) -> tuple[Value, int] | None:
     return None
 
 
-def numbers_equal(a: str, b: str) -> bool:
+def numbers_equal(a: str, b: str, tolerance: float = 0.0) -> bool:
     """Whether two number strings have the same value (`18.00` == `18`, `3/4` == `0.75`).
 
     Exact, except that a decimal written with 4 or more places is read as a rounding: it matches
     a value within one unit of its last place (`0.3333` == `1/3`, `17.99999` == `18`). Short
     decimals stay exact, so `0.33` is not `1/3` and `18.5` is not `18`. A non-number is never equal.
     Numbers past `_MAX_DIGITS` digits are equal only when they normalise to the same text.
+    `tolerance` (relative, a task's: GSM-Hard's golds are Python floats, `3244047.0999999996` for
+    3244047.1) also accepts values within `tolerance` x the larger magnitude.
     """
     x, y = _parse(a), _parse(b)
     if x is None or y is None:
@@ -312,8 +314,14 @@ def numbers_equal(a: str, b: str) -> bool:
         return True
     if isinstance(x[0], str) or isinstance(y[0], str):
         return False
+    if tolerance and abs(x[0] - y[0]) <= Fraction(tolerance) * max(abs(x[0]), abs(y[0])):
+        return True
     long_places = [p for p in (x[1], y[1]) if p >= 4]
     return bool(long_places) and abs(x[0] - y[0]) <= Fraction(1, 10 ** min(long_places))
+
+
+# Golds as Chinese workbooks write them: `(3/4)` is 3/4 and `4(5/11)` the mixed number 4 + 5/11.
+_GOLD_BRACKETED = re.compile(r"\s*(-?\d+)?\s*\(\s*(\d+\s*/\s*\d+)\s*\)\s*")
 
 
 def gold_from_answer(answer: str) -> str:
@@ -321,13 +329,19 @@ def gold_from_answer(answer: str) -> str:
 
     After `####` the first number counts (the LAST `####`, as a reference may quote one earlier);
     without `####` the text must hold exactly one number, so a solution passed by mistake fails loudly.
-    Golds are digits (GSM8K, MGSM): a gold in words is a data error, reported like any other.
+    Bare golds may be integers, decimals, `1,000`, `-5`, `3/4`, `(3/4)`, `4(5/11)` or `150%`. A
+    percent gold is the number before `%` (150): the grader reads `150%` in a completion as 150, so
+    gold and answer are read alike, and a question that asks "what percent" is answered by 150, not
+    by 1.5. Golds are digits: a gold in words is a data error, reported like any other.
     """
     if "####" in answer:
         parsed = _parse(answer.rsplit("####", 1)[1])
         if parsed is None:
             raise FastmathError(f"no number after the last '####' in gold answer {answer[-60:]!r}")
         return _canonical(parsed[0])
+    bracketed = _GOLD_BRACKETED.fullmatch(answer)
+    if bracketed:
+        answer = f"{bracketed[1] or ''} {bracketed[2]}".strip()
     values = [v for m in _NUMBER.finditer(_normalize(answer)) if (v := _value(m)) is not None]
     if len(values) != 1:
         what = "no number" if not values else f"{len(values)} numbers"
@@ -712,18 +726,25 @@ def extract_answer(completion: str) -> str | None:
 Outcome = Literal["correct", "wrong", "none"]
 
 
+def outcome(pred: str | None, gold: str, tolerance: float = 0.0) -> Outcome:
+    """correct | wrong | none (no answer given): the one place a verdict is decided, for eval,
+    pair mining, GRPO's reward, `grade` and the app alike. `gold` is a gold answer as
+    `gold_from_answer` reads it; `tolerance` is the task's (see `numbers_equal`)."""
+    if pred is None:
+        return "none"
+    return "correct" if numbers_equal(pred, gold_from_answer(gold), tolerance) else "wrong"
+
+
 @dataclass(frozen=True)
 class Grade:
     pred: str | None  # canonical number the model gave, None when it gave none (or a list)
     outcome: Outcome
 
 
-def grade(completion: str, gold: str) -> Grade:
+def grade(completion: str, gold: str, tolerance: float = 0.0) -> Grade:
     """Grade one completion against a gold answer (bare number or GSM8K `... #### N` text)."""
     pred = extract_answer(completion)
-    if pred is None:
-        return Grade(None, "none")
-    return Grade(pred, "correct" if numbers_equal(pred, gold_from_answer(gold)) else "wrong")
+    return Grade(pred, outcome(pred, gold, tolerance))
 
 
 class _JsonFloat(float):
@@ -745,15 +766,17 @@ def _json_int(text: str) -> int | str:
         return text
 
 
-def _gold_text(answer: str | int | float) -> str:
-    """A JSON gold as text for `gold_from_answer`: a float as written, an exponent spelled out."""
-    if not isinstance(answer, _JsonFloat):
+def gold_text(answer: str | int | float) -> str:
+    """A gold read from JSON, CSV or Parquet as text for `gold_from_answer`: a float as written
+    (or its shortest repr), an exponent spelled out (`1e-05` -> `0.00001`)."""
+    if isinstance(answer, bool) or not isinstance(answer, float):
         return str(answer)
-    if "e" not in answer.text.lower():
-        return answer.text
-    exact = Decimal(answer.text)
-    if abs(exact.adjusted()) > _MAX_GOLD_EXPONENT:
-        raise FastmathError(f"gold answer {answer.text[:60]} is out of range")
+    text = answer.text if isinstance(answer, _JsonFloat) else repr(answer)
+    if "e" not in text.lower():
+        return text
+    exact = Decimal(text)
+    if not exact.is_finite() or abs(exact.adjusted()) > _MAX_GOLD_EXPONENT:
+        raise FastmathError(f"gold answer {text[:60]} is out of range")
     return format(exact, "f")
 
 
@@ -793,7 +816,7 @@ def grade_file(input_path: str | Path, output_path: str | Path) -> dict[str, int
         if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
             raise FastmathError(f"{where}: 'answer' must be number or text, got {type(answer).__name__}")
         try:
-            result = grade(completion, _gold_text(answer))
+            result = grade(completion, gold_text(answer))
         except FastmathError as e:
             raise FastmathError(f"{where}: {e}") from None
         rows.append({**row, "pred": result.pred, "outcome": result.outcome})

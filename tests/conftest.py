@@ -1,5 +1,9 @@
 """Shared fixtures: a tiny model built once per session, real data from ../shared, real runs.
 
+Tests that need the full benchmarks take `shared_data`: missing, it fails under CI ($CI is set
+there) and is a skip with its reason elsewhere (`-ra` lists it). Tests that need only a few
+problems of each benchmark read the committed fixture `FIXTURE_DATA` instead.
+
 Everything runs offline on CPU: the tiny model is built by `fastmath.tiny` exactly as
 `python -m fastmath tiny-model` does, and loaded back through the same code as a hub model.
 """
@@ -19,6 +23,18 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 GSM8K_TRAIN = SHARED_DATA / "gsm8k" / "train.jsonl"
 GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
 MGSM_ZH = SHARED_DATA / "mgsm" / "mgsm_zh.tsv"
+FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"  # a few problems of each benchmark, same layout
+
+
+def require_shared(path: Path) -> Path:
+    """`path` in ../shared/data; missing, a failure under CI and a skip (listed by -ra) elsewhere."""
+    if not path.is_file():
+        message = f"shared data not found at {path} (CI and dev machines have ../shared/data beside the repo)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
 
 # The overfit recipe: 16 GSM8K training problems, enough epochs to memorise them.
 OVERFIT = {
@@ -58,8 +74,7 @@ def fastmath_logging() -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not GSM8K_TRAIN.is_file():
-        pytest.skip(f"shared data not found at {SHARED_DATA} (CI and dev machines have it beside the repo)")
+    require_shared(GSM8K_TRAIN)
     return SHARED_DATA
 
 

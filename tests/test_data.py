@@ -54,7 +54,7 @@ def test_bad_records_are_counted_by_line_and_good_ones_kept(tmp_path, capsys):
     for fragment in (
         "line 2: missing field 'answer'",
         "line 3: empty question",
-        "line 4: no final number",
+        "line 4: unreadable gold answer 'no number here'",
         "line 5: invalid JSON",
     ):
         assert fragment in err

@@ -35,10 +35,8 @@ from fastmath.grading import (
     truncate_at_new_question,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
-MGSM_ZH = SHARED_DATA / "mgsm" / "mgsm_zh.tsv"
+from .conftest import GSM8K_TEST, MGSM_ZH, REPO, require_shared
+
 CASES_FILE = Path(__file__).with_name("grading_cases.jsonl")
 CALCULATOR = re.compile(r"<<[^>]*>>")
 
@@ -178,8 +176,7 @@ def test_extract_answer_canonical_form(completion: str, pred: str | None) -> Non
 
 
 def _gsm8k_rows() -> list[dict]:
-    if not GSM8K_TEST.is_file():
-        pytest.skip(f"shared GSM8K test set not found at {GSM8K_TEST}")
+    require_shared(GSM8K_TEST)
     return [json.loads(line) for line in GSM8K_TEST.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -208,8 +205,7 @@ def test_every_gsm8k_reference_solution_grades_correct() -> None:
 
 
 def test_every_mgsm_zh_gold_parses_and_its_final_line_grades_correct() -> None:
-    if not MGSM_ZH.is_file():
-        pytest.skip(f"shared MGSM Chinese set not found at {MGSM_ZH}")
+    require_shared(MGSM_ZH)
     rows = [line.split("\t") for line in MGSM_ZH.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len(rows) == 250
     assert all(len(row) == 2 for row in rows), "expected question<TAB>answer, no header"

@@ -24,6 +24,8 @@ ZH: dict[str, str] = {
     "Something went wrong": "出错了",
     # Runs
     "Leaderboard": "排行榜",
+    "Benchmarks side by side": "各基准并列",
+    "Each run · strategy evaluated on several benchmarks (`fastmath suite`): accuracy (95% interval).": "在多个基准上评测过的每个“运行 · 策略”（`fastmath suite`）：准确率（95% 置信区间）。",
     "All runs": "所有运行",
     "Runs to compare": "要对比的运行",
     "Compare these runs": "对比这些运行",

@@ -22,7 +22,7 @@ import yaml
 from fastmath import config, runs
 from fastmath.app import jobs
 from fastmath.errors import FastmathError
-from fastmath.grading import numbers_equal, truncate_at_new_question
+from fastmath.grading import numbers_equal, outcome, truncate_at_new_question
 from fastmath.hub import looks_like_path
 from fastmath.io import read_jsonl
 
@@ -160,14 +160,15 @@ def error_breakdown(rows: list[dict[str, Any]]) -> dict[str, int]:
     return {kind: counts[kind] for kind in ERROR_KINDS}
 
 
+SOLVE_OUTCOMES = {"correct": "right", "wrong": "wrong", "none": "no answer"}
+
+
 def solve_outcome(pred: str | None, gold: str | None) -> str:
     """How an answer on the Solve page went: `right` or `wrong` against an expected answer, `no answer`
     without a number, else just `answer` (nothing to check it against, so neither right nor wrong)."""
-    if pred is None:
-        return "no answer"
     if gold is None:
-        return "answer"
-    return "right" if numbers_equal(pred, gold) else "wrong"
+        return "answer" if pred is not None else "no answer"
+    return SOLVE_OUTCOMES[outcome(pred, gold)]
 
 
 def answer_span(completion: str, pred: str | None) -> tuple[int, int] | None:
@@ -333,13 +334,38 @@ def default_run(root: Path) -> str | None:
     return best_run(root) or (names[-1] if names else None)
 
 
-def accuracy_matrix(root: Path, names: list[str]) -> pd.DataFrame:
-    """Runs × (dataset · strategy): accuracy with its 95% interval; — where a run was not evaluated that way."""
+def _accuracy_cells(files: RunFiles, strategy: str | None = None) -> dict[str, str]:
+    """Accuracy (95% interval) per `dataset · strategy` (per dataset, given one `strategy`), each
+    task's groups after it (`cmath · cot · grade 3`)."""
     cells = {}
-    for name in names:
-        files = read_run(root, name)
-        cells[name] = {eval_label(*k): accuracy_text(f) for k, f in files.evals.items()}
+    for (dataset, used), figures in files.evals.items():
+        if strategy is not None and used != strategy:
+            continue
+        label = dataset if strategy is not None else eval_label(dataset, used)
+        cells[label] = accuracy_text(figures)
+        groups, field = figures.get("groups"), figures.get("group_by") or "group"
+        if isinstance(groups, dict):
+            cells |= {f"{label} · {field} {g}": accuracy_text(f) for g, f in groups.items() if isinstance(f, dict)}
+    return cells
+
+
+def accuracy_matrix(root: Path, names: list[str]) -> pd.DataFrame:
+    """Runs × (dataset · strategy), benchmarks side by side (CMATH per grade): accuracy with its
+    95% interval; — where a run was not evaluated that way."""
+    cells = {name: _accuracy_cells(read_run(root, name)) for name in names}
     return pd.DataFrame(cells).T.rename_axis("run").fillna(MISSING)
+
+
+def benchmark_board(root: Path) -> pd.DataFrame:
+    """Every run · strategy evaluated on two benchmarks or more (`fastmath suite`), the benchmarks
+    side by side as columns (CMATH per grade): is a gain on one benchmark seen on the others?"""
+    rows = []
+    for name in run_names(root):
+        files = read_run(root, name)
+        for strategy in dict.fromkeys(used for _, used in files.evals):
+            if len([dataset for dataset, used in files.evals if used == strategy]) >= 2:
+                rows.append({"run": name, "strategy": strategy, **_accuracy_cells(files, strategy)})
+    return pd.DataFrame(rows).fillna(MISSING) if rows else pd.DataFrame()
 
 
 def eval_table(run: Path) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Evaluate a model (+ LoRA adapter) on GSM8K or MGSM under prompt strategies, resumably.
+"""Evaluate a model (+ LoRA adapter) on benchmark tasks or data files under prompt strategies, resumably.
 
     python -m fastmath eval                                     # newest SFT run, GSM8K test, CoT
     python -m fastmath eval --lora outputs/<run> --dataset mgsm_zh --strategies cot,pot --samples 200
@@ -13,35 +13,36 @@ adapter's run directory, or `outputs/base-<model>/` for a base model. One proces
 writes a results file: a second eval of the same run, dataset and strategy is refused while the
 first runs (a lock the kernel drops when its holder dies), so no row is written twice or lost.
 
-Datasets: `gsm8k` (hub openai/gsm8k test; $FASTMATH_GSM8K_TEST or `--data-dir DIR` with
-DIR/gsm8k/test.jsonl for a local copy), `mgsm_zh` / `mgsm_en` (hub juletxara/mgsm, or
-DIR/mgsm/mgsm_zh.tsv), or a .jsonl/.json/.tsv FILE (named by its stem). Few-shot exemplars come
-from the train split: $FASTMATH_GSM8K_TRAIN, DIR/gsm8k/train.jsonl, else the recipe's data.train.
+Datasets: a shipped task (`fastmath.tasks`: gsm8k, mgsm_en, mgsm_zh, svamp, asdiv, gsm_hard,
+cmath, cmath_distractor; local copies under `--data-dir DIR` or $FASTMATH_DATA_DIR, else the hub
+where the task has a hub copy), a user's task file (`my_task.yaml`), or a data file (.jsonl, .json,
+.csv, .parquet, .tsv; named by its stem) whose fields `data.question_field`/`data.answer_field`
+name. Few-shot exemplars come from the task's `shots`, never a test set. A task with a `group`
+(CMATH's grade) adds per-group figures to its summary.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
-import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastmath import hub, resources, runs
+from fastmath import resources, runs, tasks
 from fastmath.config import EvalConfig, Recipe
-from fastmath.data import Problem, load_problems
+from fastmath.data import Fields, Problem
 from fastmath.errors import FastmathError
 from fastmath.eval.prompting import Setup, Solution, select_shots, shot_pool
 from fastmath.eval.strategies import STRATEGIES
 from fastmath.eval.tot import tot_budget
-from fastmath.grading import numbers_equal
+from fastmath.grading import outcome
 from fastmath.io import JsonlAppender, atomic_write_json, atomic_write_text, exclusive, read_jsonl
 from fastmath.log import log
 
-MGSM_REPO = "juletxara/mgsm"
-NAMED_DATASETS = ("gsm8k", "mgsm_zh", "mgsm_en")
 # Settings that change a strategy's results beyond those every summary records.
 STRATEGY_SETTINGS = {
     "few_shot": ("num_shots",),
@@ -61,52 +62,39 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, center - half), min(1.0, center + half)
 
 
-def outcome(pred: str | None, gold: str) -> str:
-    """correct | wrong | none (no answer given), as `grading.grade` decides it."""
-    if pred is None:
-        return "none"
-    return "correct" if numbers_equal(pred, gold) else "wrong"
-
-
 # --- datasets -----------------------------------------------------------------------------------
 
 
-def _local(data_dir: Path | None, relative: str) -> str | None:
-    path = data_dir / relative if data_dir else None
-    return str(path) if path and path.is_file() else None
-
-
-def _mgsm_file(name: str, data_dir: Path | None) -> str:
-    """MGSM's `mgsm_<lang>.tsv`: from --data-dir, else downloaded from the hub (it has no parquet build)."""
-    local = _local(data_dir, f"mgsm/{name}.tsv") or _local(data_dir, f"{name}.tsv")
-    if local:
-        return local
-    from huggingface_hub import hf_hub_download
-
-    return hf_hub_download(hub.resolve(MGSM_REPO, "dataset"), f"{name}.tsv", repo_type="dataset")
-
-
-def load_dataset(name: str, data_dir: Path | None = None) -> tuple[str, list[Problem]]:
-    """(dataset name, all its problems) for gsm8k, mgsm_zh, mgsm_en or a data file."""
-    if name == "gsm8k":
-        source = os.environ.get("FASTMATH_GSM8K_TEST") or _local(data_dir, "gsm8k/test.jsonl") or "openai/gsm8k"
-        problems = load_problems(source, split="test", subset="main")
-    elif name in ("mgsm_zh", "mgsm_en"):
-        problems = load_problems(_mgsm_file(name, data_dir), language=name[-2:])
-    elif Path(resources.resolve(name)).is_file():
-        problems = load_problems(name)
-        name = Path(resources.resolve(name)).stem
+def load_dataset(
+    name: str, data_dir: Path | None = None, fields: Fields = Fields()
+) -> tuple[tasks.Task, list[Problem]]:
+    """(the task, its test problems) for a shipped task, a user's task file, or a data file read with `fields`."""
+    if name in tasks.names() or Path(name).suffix in tasks.TASK_SUFFIXES:
+        task = tasks.get(name)
+    elif Path(resources.resolve(name)).expanduser().is_file():
+        task = tasks.from_file(name, fields)
     else:
-        raise FastmathError(f"unknown dataset {name!r}: use {', '.join(NAMED_DATASETS)} or a .jsonl/.json/.tsv file")
+        raise FastmathError(
+            f"unknown dataset {name!r}: use a task ({', '.join(tasks.names())}), a task .yaml file, "
+            "or a .jsonl/.json/.csv/.parquet/.tsv file"
+        )
+    problems = task.problems("test", tasks.data_dir(data_dir))
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise FastmathError(f"dataset {name!r} repeats problem ids; results are kept per id, so ids must be unique")
-    return name, problems
+    return task, problems
 
 
-def train_source(recipe: Recipe, data_dir: Path | None) -> str:
-    """Where few-shot exemplars come from: always a train split, never the evaluated test set."""
-    return os.environ.get("FASTMATH_GSM8K_TRAIN") or _local(data_dir, "gsm8k/train.jsonl") or recipe.data.train
+def first(problems: list[Problem], n: int | None) -> list[Problem]:
+    """The first `n` problems (`eval.samples`); of a task with groups, taken in turn from each group
+    in file order, so that a sample of CMATH has every grade rather than 100 of grade 1."""
+    if n is None or all(p.group is None for p in problems):
+        return problems[:n]
+    groups: dict[str | None, list[Problem]] = {}
+    for p in problems:
+        groups.setdefault(p.group, []).append(p)
+    rounds = itertools.zip_longest(*groups.values())
+    return [p for p in itertools.chain.from_iterable(rounds) if p is not None][:n]
 
 
 def few_shot_exemplars(dataset: list[Problem], cfg: EvalConfig, train: str | None) -> dict[str, list[Problem]]:
@@ -121,16 +109,18 @@ def few_shot_exemplars(dataset: list[Problem], cfg: EvalConfig, train: str | Non
 # --- one evaluation -----------------------------------------------------------------------------
 
 
-def _record(problem: Problem, solution: Solution) -> dict[str, Any]:
+def _record(problem: Problem, solution: Solution, tolerance: float) -> dict[str, Any]:
+    group = {} if problem.group is None else {"group": problem.group}
     return {
         "id": problem.id,
         "question": problem.question,
         "gold": problem.gold,
         "completion": solution.completion,
         "pred": solution.pred,
-        "outcome": outcome(solution.pred, problem.gold),
+        "outcome": outcome(solution.pred, problem.gold, tolerance),
         "tokens": solution.tokens,
         "finish_reason": solution.finish_reason,
+        **group,
         **solution.extra,
     }
 
@@ -176,20 +166,28 @@ def _answered(path: Path, settings: dict[str, Any], problems: list[Problem], fre
     return set(questions)
 
 
+def _accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n, correct = len(rows), sum(r["outcome"] == "correct" for r in rows)
+    lo, hi = wilson_interval(correct, n)
+    accuracy = round(correct / n, 4) if n else 0.0
+    return {"n": n, "correct": correct, "accuracy": accuracy, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy with its Wilson interval, no-answer and truncation rates, tokens."""
+    """Accuracy with its Wilson interval, no-answer and truncation rates, tokens; per group when rows have one."""
     n = len(rows)
     counts = {k: sum(r["outcome"] == k for r in rows) for k in ("correct", "wrong", "none")}
-    lo, hi = wilson_interval(counts["correct"], n)
-    return {
-        "n": n,
+    summary = {
+        **_accuracy(rows),
         **counts,
-        "accuracy": round(counts["correct"] / n, 4),
-        "ci95": [round(lo, 4), round(hi, 4)],
         "no_answer_rate": round(counts["none"] / n, 4),
         "truncation_rate": round(sum(r["finish_reason"] == "length" for r in rows) / n, 4),
         "tokens": sum(r["tokens"] for r in rows),
     }
+    groups = sorted({r["group"] for r in rows if "group" in r}, key=lambda g: (len(g), g))  # 2 before 10
+    if groups:
+        summary["groups"] = {g: _accuracy([r for r in rows if r.get("group") == g]) for g in groups}
+    return summary
 
 
 def evaluate(
@@ -232,7 +230,7 @@ def _evaluate_locked(
     )
     with JsonlAppender(path) as out, bar:
         for i, solution in STRATEGIES[strategy].solve(setup, [(p.question, p.lang) for p in todo]):
-            out.write(_record(todo[i], solution))
+            out.write(_record(todo[i], solution, meta.get("tolerance", 0.0)))
             bar.update()
     wall = time.perf_counter() - start
 
@@ -277,31 +275,55 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_eval(
-    recipe: Recipe, adapter: Path | None, backend: str, data_dir: Path | None, fresh: bool, table: bool
-) -> Path:
-    """Load the datasets (failing fast), then the model once, then every dataset x strategy; return the run."""
-    cfg = recipe.eval
-    datasets = [load_dataset(name, data_dir) for name in cfg.datasets]
-    root = Path(recipe.training.output_dir)
-    run_dir = adapter or runs.base_run(root, recipe.model.name)
+@dataclass
+class Evaluated:
+    """One dataset's evaluation: the task, the problems asked, where the results are, `{strategy: summary}`."""
+
+    task: tasks.Task
+    problems: list[Problem]
+    out_dir: Path
+    summaries: dict[str, dict[str, Any]]
+
+
+def evaluate_tasks(
+    recipe: Recipe, adapter: Path | None, backend: str, data_dir: Path | None, fresh: bool
+) -> tuple[Path, dict[str, Any], list[Evaluated]]:
+    """Load every dataset and its few-shot pool (failing fast), then the model once, then every
+    dataset x strategy; return the run, what the summaries record about the model, and the results."""
+    cfg, local = recipe.eval, tasks.data_dir(data_dir)
+    fields = Fields.named(recipe.data.question_field, recipe.data.answer_field)
+    datasets = [load_dataset(name, data_dir, fields) for name in cfg.datasets]
+    pools = {task.name: task.shot_source(local) for task, _ in datasets} if "few_shot" in cfg.strategies else {}
+    run_dir = adapter or runs.base_run(Path(recipe.training.output_dir), recipe.model.name)
 
     from fastmath.models import load_for_inference
 
     log.info(f"model: {recipe.model.name}" + (f" + adapter {adapter}" if adapter else " (no adapter)"))
     model, tokenizer = load_for_inference(recipe.model, str(adapter) if adapter else None, backend)
     meta = {"model": recipe.model.name, "adapter": str(adapter.resolve()) if adapter else None, "backend": backend}
-    train = train_source(recipe, data_dir)
-    for name, dataset in datasets:
-        shots = few_shot_exemplars(dataset, cfg, train) if "few_shot" in cfg.strategies else {}
+    results = []
+    for task, dataset in datasets:
+        shots = few_shot_exemplars(dataset, cfg, pools[task.name]) if pools else {}
         setup = Setup(model, tokenizer, cfg, shots, recipe.data.system_prompt)
-        problems, out_dir = dataset[: cfg.samples], runs.eval_dir(run_dir, name)
-        summaries = {s: evaluate(setup, problems, s, out_dir, meta=meta, fresh=fresh) for s in cfg.strategies}
-        text = comparison_table(summaries)
-        log.info(f"\n{name}: {len(problems)} problems\n{text}results: {out_dir}")
+        problems, out_dir = first(dataset, cfg.samples), runs.eval_dir(run_dir, task.name)
+        task_meta = meta | ({"tolerance": task.tolerance} if task.tolerance else {})
+        task_meta |= {"group_by": task.fields.group} if task.fields.group else {}
+        summaries = {s: evaluate(setup, problems, s, out_dir, meta=task_meta, fresh=fresh) for s in cfg.strategies}
+        results.append(Evaluated(task, problems, out_dir, summaries))
+    return run_dir, meta, results
+
+
+def run_eval(
+    recipe: Recipe, adapter: Path | None, backend: str, data_dir: Path | None, fresh: bool, table: bool
+) -> Path:
+    """Every dataset x strategy, a comparison table per dataset; return the run."""
+    run_dir, meta, results = evaluate_tasks(recipe, adapter, backend, data_dir, fresh)
+    for r in results:
+        text = comparison_table(r.summaries)
+        log.info(f"\n{r.task.name}: {len(r.problems)} problems\n{text}results: {r.out_dir}")
         if table:
-            title = f"# {name}: {meta['model']}" + (f" + {meta['adapter']}" if meta["adapter"] else "")
-            atomic_write_text(out_dir / "comparison.md", f"{title}\n\n{text}")
+            title = f"# {r.task.name}: {meta['model']}" + (f" + {meta['adapter']}" if meta["adapter"] else "")
+            atomic_write_text(r.out_dir / "comparison.md", f"{title}\n\n{text}")
     return run_dir
 
 

@@ -8,7 +8,6 @@ line SFT trains on ("The answer is N." / "答案是 N。"), so one grader reads 
 from __future__ import annotations
 
 import functools
-import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,11 +56,10 @@ def cot_solution(lang: str, index: int) -> str:
 def shot_pool(lang: str, train: str | None = None) -> tuple[Problem, ...]:
     """Worked training problems in `lang` to draw few-shot exemplars from.
 
-    `train` (or $FASTMATH_GSM8K_TRAIN) is a train-split source; when it holds no problem in `lang`
-    (GSM8K has no Chinese) or none is given, the project's own sample problems of that language are.
+    `train` is a task's pool (`tasks.Task.shot_source`: a train split or a file); when it holds no
+    problem in `lang` or none is given, the project's own sample problems of that language are.
     """
-    source = train or os.environ.get("FASTMATH_GSM8K_TRAIN")
-    pool = [p for p in load_problems(source, split="train", verbose=False) if p.lang == lang] if source else []
+    pool = [p for p in load_problems(train, split="train", verbose=False) if p.lang == lang] if train else []
     return tuple(pool or load_problems(str(resources.sample(SAMPLE_DATA[lang])), language=lang, verbose=False))
 
 

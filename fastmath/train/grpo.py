@@ -30,11 +30,11 @@ from typing import Any
 
 from fastmath import hub, runs
 from fastmath.config import Recipe
-from fastmath.data import load_problems
 from fastmath.errors import FastmathError
 from fastmath.log import log
 from fastmath.models import check_model_dir
 from fastmath.prompts import chat_messages, prompt_text
+from fastmath.tasks import training_problems
 from fastmath.train import rewards
 
 
@@ -133,7 +133,7 @@ def _warn_if_nothing_to_learn():
 def run_grpo(recipe: Recipe, parent: Path | None, backend: str, resume: Path | None = None, callbacks=()) -> Path:
     """Train the adapter with GRPO as the recipe says; return the run directory."""
     g = recipe.grpo
-    problems = load_problems(recipe.data.train, recipe.data.split, recipe.data.subset, g.problems, recipe.data.language)
+    problems = training_problems(recipe.data, g.problems)
     hub.resolve(recipe.model.name, revision=recipe.model.revision)
     check_model_dir(recipe.model.name)
     from trl import GRPOConfig

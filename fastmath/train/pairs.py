@@ -19,10 +19,10 @@ from typing import Any
 
 from fastmath import runs
 from fastmath.config import Recipe
-from fastmath.data import load_problems
 from fastmath.grading import grade
 from fastmath.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, exclusive, read_jsonl
 from fastmath.log import log
+from fastmath.tasks import training_problems
 
 CHUNK = 32  # problems generated (and saved) together: the unit of progress on resume
 
@@ -44,7 +44,7 @@ def sample_problems(recipe: Recipe, sft_run: Path, backend: str, samples_path: P
     from fastmath.prompts import chat_messages, prompt_text
 
     d = recipe.dpo
-    problems = load_problems(recipe.data.train, recipe.data.split, recipe.data.subset, d.problems, recipe.data.language)
+    problems = training_problems(recipe.data, d.problems)
     done = {row["id"] for row in read_jsonl(samples_path)} if samples_path.exists() else set()
     todo = [p for p in problems if p.id not in done]
     if done:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from fastmath import hub, runs
 from fastmath.config import Recipe
-from fastmath.data import load_problems
 from fastmath.errors import FastmathError
 from fastmath.log import log
 from fastmath.models import check_model_dir
+from fastmath.tasks import training_problems
 
 
 def sft_dataset(problems, tokenizer, recipe: Recipe):
@@ -61,9 +61,7 @@ def resolve_batching(batching: str, backend: str, attn_implementation: str) -> s
 def run_sft(recipe: Recipe, backend: str, resume: Path | None = None, callbacks: tuple = ()) -> Path:
     """Train a LoRA adapter as the recipe says; return the run directory."""
     # Inputs first: a bad data file or an unreachable hub fails in seconds, before a run directory exists.
-    problems = load_problems(
-        recipe.data.train, recipe.data.split, recipe.data.subset, recipe.data.limit, recipe.data.language
-    )
+    problems = training_problems(recipe.data, recipe.data.limit)
     hub.resolve(recipe.model.name, revision=recipe.model.revision)
     check_model_dir(recipe.model.name)
     from trl import SFTConfig, SFTTrainer

@@ -211,6 +211,29 @@ def test_leaderboard_gains_are_over_the_parent_and_the_base_model_on_the_same_pr
     assert tables.leaderboard(tmp_path).iloc[0]["vs base model"] == "—"
 
 
+def test_benchmarks_side_by_side_with_cmath_per_grade(tmp_path):
+    """A suite's run shows its benchmarks as columns on the Runs page, and on Compare, with CMATH's grades."""
+    from fastmath.eval.evaluate import summarize
+
+    atomic_write_json(tmp_path / "sft-a" / "run.json", {"stage": "sft", "status": "finished"})
+    _eval_summary(tmp_path / "sft-a", "gsm8k", "cot", 3, 4)
+    rows = [{"outcome": o, "finish_reason": "stop", "tokens": 1, "group": g}
+            for o, g in [("correct", "1"), ("wrong", "1"), ("correct", "2")]]  # fmt: skip
+    atomic_write_json(tmp_path / "sft-a" / "eval" / "cmath" / "summary.json",
+                      {"cot": summarize(rows) | {"group_by": "grade"}})  # fmt: skip
+    atomic_write_json(tmp_path / "sft-b" / "run.json", {"stage": "sft", "status": "finished"})
+    _eval_summary(tmp_path / "sft-b", "gsm8k", "cot", 1, 4)  # one benchmark only: not a suite
+    board = tables.benchmark_board(tmp_path)
+    assert board.columns.tolist() == ["run", "strategy", "cmath", "cmath · grade 1", "cmath · grade 2", "gsm8k"]
+    assert board.iloc[0][["run", "strategy", "gsm8k"]].tolist() == ["sft-a", "cot", "75.0% (30.1–95.4)"]
+    assert board.iloc[0]["cmath · grade 1"] == "50.0% (9.4–90.5)"
+    matrix = tables.accuracy_matrix(tmp_path, ["sft-a", "sft-b"])
+    assert (
+        matrix.loc["sft-b", "cmath · cot · grade 2"] == "—"
+        and matrix.loc["sft-a", "cmath · cot"] == "66.7% (20.8–93.8)"
+    )
+
+
 # --- Run -----------------------------------------------------------------------------------------
 
 

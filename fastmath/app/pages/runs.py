@@ -28,6 +28,12 @@ else:
     if chosen.selection.rows:
         ui.open_run(board["best run"].iloc[chosen.selection.rows[0]])
 
+benchmarks = tables.benchmark_board(root)
+if not benchmarks.empty:
+    st.subheader(t("Benchmarks side by side"))
+    ui.table(benchmarks)
+    st.caption(t("Each run · strategy evaluated on several benchmarks (`fastmath suite`): accuracy (95% interval)."))
+
 st.subheader(t("All runs"))
 every = tables.runs_table(root)
 chosen = ui.table(every, key="all_runs", on_select="rerun", selection_mode="single-row")
