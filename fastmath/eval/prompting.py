@@ -20,7 +20,7 @@ from fastmath import resources
 from fastmath.config import EvalConfig
 from fastmath.data import Problem, load_problems
 from fastmath.errors import FastmathError
-from fastmath.eval.generation import Decoding, Generation, generate, generate_batches
+from fastmath.generation import Decoding, Generation, generate, generate_batches
 from fastmath.grading import final_answer_line
 from fastmath.prompts import SYSTEM_PROMPTS, chat_messages, prompt_text
 

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from fastmath.errors import FastmathError
-from fastmath.eval.generation import Stream
 from fastmath.eval.prompting import Setup
 from fastmath.eval.strategies import PROMPT_STRATEGIES, RUN_ON_STOPS, STRATEGIES
+from fastmath.generation import Stream
 from fastmath.grading import extract_answer
 from fastmath.prompts import detect_language
 

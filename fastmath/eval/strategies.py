@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from fastmath.config import STRATEGY_NAMES
 from fastmath.eval import tot
-from fastmath.eval.generation import Generation
 from fastmath.eval.prompting import Question, Setup, Solution
 from fastmath.eval.sandbox import extract_program, program_answer
+from fastmath.generation import Generation
 from fastmath.grading import extract_answer
 
 # Lines with which a model that ignores the end of its turn starts inventing the next problem.

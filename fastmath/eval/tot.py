@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from fastmath.config import EvalConfig
-from fastmath.eval.generation import auto_batch_size
 from fastmath.eval.prompting import TEXT, Question, Setup, Solution, dialogue
+from fastmath.generation import auto_batch_size
 from fastmath.grading import extract_answer, final_answer_line
 from fastmath.prompts import SYSTEM_PROMPTS, prompt_text
 

@@ -8,7 +8,6 @@ import pytest
 
 from fastmath.config import EvalConfig
 from fastmath.data import load_problems
-from fastmath.eval.generation import Generation
 from fastmath.eval.prompting import (
     COT_EXEMPLARS,
     POT_EXEMPLARS,
@@ -21,11 +20,12 @@ from fastmath.eval.prompting import (
 from fastmath.eval.sandbox import run_program
 from fastmath.eval.strategies import PROMPT_STRATEGIES, STRATEGIES
 from fastmath.eval.tot import tot_budget
+from fastmath.generation import Generation
 from fastmath.grading import final_answer_line, grade, numbers_equal
 from fastmath.prompts import CJK, chat_messages
 
 from ..conftest import GSM8K_TEST, GSM8K_TRAIN
-from .test_generation import single_thread  # noqa: F401 (autouse: one torch thread here too)
+from ..test_generation import single_thread  # noqa: F401 (autouse: one torch thread here too)
 
 QUESTIONS = {
     "en": "A baker makes 4 trays of 12 rolls and sells 30. How many rolls are left?",
