@@ -107,7 +107,7 @@ def line_chart(long: pd.DataFrame, series: str, y_title: str, height: int = 280)
 
 
 def curves(frame: pd.DataFrame) -> None:
-    """The run's metric groups (tables.METRIC_GROUPS) that it logged, one chart each."""
+    """The run's metric groups (stages.metric_groups()) that it logged, one chart each."""
     for title, long in tables.metric_groups(frame).items():
         st.subheader(t(title))
         line_chart(long, "series", t(title))

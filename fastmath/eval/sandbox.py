@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import json
 import math
 import os
 import re
@@ -50,7 +49,6 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 from fastmath.errors import FastmathError
 
@@ -316,36 +314,6 @@ def run_program(
     if len(code) > MAX_PROGRAM_CHARS:
         return SandboxResult(stdout="", error="program too long", ok=False, isolation=isolation)
     return _run(code, timeout_s, memory_mb, None if problem is not None else shutil.which(BWRAP))
-
-
-def main(inv) -> int:
-    """`python -m fastmath sandbox PROGRAM.py`: run a program file as PoT runs one, print JSON.
-
-    Exit status 0 when the program ran cleanly, 1 when it failed (the JSON says why).
-    """
-    args = inv.args
-    result = run_program(
-        _read_program(args.program),
-        timeout_s=args.timeout,
-        memory_mb=args.memory_mb,
-        allow_unsafe=args.unsafe_no_os_sandbox,
-    )
-    shown = {"ok": result.ok, "answer": result.answer, "stdout": result.stdout, "error": result.error,
-             "isolation": result.isolation}  # fmt: skip
-    print(json.dumps(shown, ensure_ascii=False, indent=2))
-    return 0 if result.ok else 1
-
-
-def _read_program(path: Path) -> str:
-    """The program file's text, or a FastmathError that names the file and the problem."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FastmathError(f"program file {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise FastmathError(f"program file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
-    except OSError as exc:
-        raise FastmathError(f"cannot read program file {path}: {exc.strerror or exc}") from None
 
 
 def _bwrap_problem(bwrap: str) -> tuple[str, str] | None:
