@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastmath import hub, runs
+from fastmath import runs
 from fastmath.config import Recipe
 from fastmath.data import load_problems
 from fastmath.errors import FastmathError
 from fastmath.log import log
-from fastmath.models import check_model_dir
 
 
 def sft_dataset(problems, tokenizer, recipe: Recipe):
@@ -64,8 +63,6 @@ def run_sft(recipe: Recipe, backend: str, resume: Path | None = None, callbacks:
     problems = load_problems(
         recipe.data.train, recipe.data.split, recipe.data.subset, recipe.data.limit, recipe.data.language
     )
-    hub.resolve(recipe.model.name, revision=recipe.model.revision)
-    check_model_dir(recipe.model.name)
     from trl import SFTConfig, SFTTrainer
 
     from fastmath.models import load_for_training
