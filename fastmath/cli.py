@@ -294,6 +294,7 @@ def usage() -> str:
 
 def keys_help(command: Command) -> str:
     """Every recipe key the command reads: `section.key  type = default  meaning [allowed]`."""
+    assert command.stage is not None
     lines = ["recipe keys (section.key=value; YAML values):"]
     for name, f, hint in config.keys(config.stage_sections(command.stage), command.stage):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
@@ -319,7 +320,7 @@ def parser(command: Command) -> argparse.ArgumentParser:
     if command.resumable:
         p.add_argument(*RESUME.flags, help=RESUME.help, **RESUME.kwargs)
     for option in command.options:
-        kwargs = {"metavar": option.key.split(".")[-1].upper()} if option.key else {}
+        kwargs: dict[str, Any] = {"metavar": option.key.split(".")[-1].upper()} if option.key else {}
         kwargs = {k: v for k, v in {**kwargs, **option.kwargs}.items() if v is not None}
         p.add_argument(*option.flags, help=option.help, **kwargs)
     return p
@@ -382,7 +383,7 @@ def prepare(command: Command, argv: list[str]) -> Invocation:
     typed = parse_overrides(rest)
     for option in command.options:
         value = getattr(args, _dest(option)) if option.key else None
-        if value is not None:
+        if option.key is not None and value is not None:
             typed[option.key] = _flag_value(option, value)
     return _resolve(command, args, typed)
 

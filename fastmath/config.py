@@ -257,11 +257,11 @@ EVAL_SECTIONS = ("model", "data", "eval")
 
 def sections() -> dict[str, type]:
     """Every recipe section's dataclass: the built-in ones, then those of plugin stages."""
-    out = {f.name: f.default_factory for f in dataclasses.fields(Recipe)}
+    out: dict[str, Any] = {f.name: f.default_factory for f in dataclasses.fields(Recipe)}
     for stage in stages.registry().values():
         if stage.section is not None:
             out[stage.name] = stage.section
-    return out  # type: ignore[return-value]
+    return out
 
 
 def stage_sections(stage: str) -> tuple[str, ...]:

@@ -70,6 +70,7 @@ def main(inv) -> int:
 
     # The problems SFT learned (data.limit): the tiny model memorises, it does not generalise.
     samples = tiny.data.limit
+    assert samples is not None, "the tiny recipe sets data.limit"
     rows = {"base": evaluate(runs.base_run(outputs, str(model)), samples, max_new, "--model", str(model), *backend)}
     rows |= {name: evaluate(run, samples, max_new, "--lora", str(run)) for name, run in trained.items()}
     lines = [f"{steps}/{steps} evaluated on the {samples} problems of {DATA} it trained on (strategy {STRATEGY}):\n",

@@ -425,7 +425,9 @@ class Progress:
 
 
 def _last(frame: pd.DataFrame, column: str) -> Any:
-    values = frame[column].dropna() if column in frame else ()
+    if column not in frame:
+        return None
+    values = frame[column].dropna()
     return values.iloc[-1].item() if len(values) else None
 
 

@@ -197,7 +197,8 @@ class Writing:
     offer the one Stop button meanwhile (the page's script is never busy waiting on the model)."""
 
     def __init__(self, solution: Any, gold: str | None) -> None:
-        self.solution, self.gold, self.error = solution, gold, None
+        self.solution, self.gold = solution, gold
+        self.error: str | None = None
         self._thread = threading.Thread(target=self._write, name="fastmath-app-solve", daemon=True)
         self._thread.start()
 

@@ -362,6 +362,7 @@ def _run(code: str, timeout_s: float, memory_mb: int, bwrap: str | None, guard: 
     python = os.path.realpath(sys.executable)
     child = [python, "-I", "-S", "-B", "-X", "utf8", "-c", f"CONFIG = {config!r}\n{_CHILD}"]
     deadline = time.monotonic() + timeout_s
+    fds: tuple[int, ...]
     with contextlib.ExitStack() as stack:
         if bwrap is None:
             argv, cwd, fds = child, stack.enter_context(tempfile.TemporaryDirectory(prefix="fastmath-sandbox-")), ()
@@ -435,7 +436,7 @@ def _seccomp_filter(machine: str) -> bytes:
     program += [insn(jeq, _CLONE3, 0, 1), insn(ret, fail | errno.ENOSYS)]
     for row in _DENIED_SYSCALLS:
         number = row[column]
-        if number is not None:
+        if isinstance(number, int):  # None: not a system call on this machine
             program += [insn(jeq, number, 0, 1), insn(ret, fail | errno.EPERM)]
     return b"".join([*program, insn(ret, allow)])
 

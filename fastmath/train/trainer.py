@@ -32,7 +32,15 @@ from fastmath.models import torch_dtype, use_4bit
 COUNTS = "fastmath_counts.json"  # saved in each checkpoint-N/
 # Trainer settings a backend may change behind the recipe's back (Unsloth's patched TRL configs
 # turn padding-free and packing off and pick another optimizer): compared after the config is built.
-WATCHED = ("padding_free", "packing", "optim", "bf16", "fp16", "gradient_checkpointing", "per_device_train_batch_size")
+WATCHED: tuple[str, ...] = (
+    "padding_free",
+    "packing",
+    "optim",
+    "bf16",
+    "fp16",
+    "gradient_checkpointing",
+    "per_device_train_batch_size",
+)
 WATCHED += ("loss_type", "beta", "mask_truncated_completions", "epsilon_high", "use_vllm")  # GRPO's
 
 
@@ -294,6 +302,7 @@ def peak_memory() -> dict[str, Any]:
     if torch.cuda.is_available():
         return {"peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3), "peak_memory_kind": "cuda"}
     status = Path("/proc/self/status")
+    kib: float
     if status.exists():
         kib = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM"))
     else:  # macOS: lifetime peak, in bytes
