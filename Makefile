@@ -6,7 +6,7 @@ OUTPUTS ?= outputs
 TINY    ?= models/tiny-qwen2
 DATA    ?= $(wildcard ../shared/data)
 
-.PHONY: help install test lint sft pairs dpo grpo eval prompts suite export app quickstart bench clean
+.PHONY: help install test test-fast lint sft pairs dpo grpo eval prompts suite export app quickstart bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -28,12 +28,16 @@ install:  ## install the pinned stack and fastmath itself (+ the GPU packages on
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	elif [ -n "$$missing" ]; then echo "note: install$$missing (apt-get install -y$$missing): bubblewrap for pot, chromium for the browser test"; fi
 
-lint:  ## ruff lint + format check
+lint:  ## ruff lint + format check, mypy on fastmath/
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
-test: lint  ## lint, then the whole test suite (CPU, offline)
+test: lint  ## lint, then the whole test suite (CPU, offline): what CI runs
 	$(PY) -m pytest -q
+
+test-fast:  ## the quick tier while developing: every test not marked slow (none trains a model)
+	$(PY) -m pytest -q -m "not slow"
 
 sft:  ## supervised fine-tuning: make sft RECIPE=recipes/x.yaml ARGS="lora.r=8"
 	$(PY) -m fastmath sft $(or $(RECIPE),qwen2.5-7b-sft) $(ARGS)

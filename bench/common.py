@@ -319,9 +319,9 @@ def training_overrides(
 ) -> dict[str, Any]:
     """Recipe overrides every run of a comparison shares: model, data, the stage's schedule, per-step logging."""
     from fastmath.cli import parse_overrides
-    from fastmath.config import SCHEDULE_SECTION
+    from fastmath.config import schedule_section
 
-    schedule = SCHEDULE_SECTION[stage]
+    schedule = schedule_section(stage)
     return {
         "model.name": str(model),
         "data.train": str(args.data.resolve()),

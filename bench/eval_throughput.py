@@ -6,7 +6,7 @@
 
 Both sides decode the same GSM8K test prompts (the zero-shot prompt SFT trains on) greedily with
 the same model loaded once, the same stop tokens and the same `max_new_tokens`: the only
-difference is batching (`fastmath.eval.generation.generate`: length-sorted, left-padded batches) versus
+difference is batching (`fastmath.generation.generate`: length-sorted, left-padded batches) versus
 a plain loop of `model.generate` calls. Each side is warmed up first and timed alone (CUDA
 synchronised). Also reported: how many answers are identical on both sides (greedy decoding of
 the same prompt should not depend on batching; on a GPU, low-precision kernels may differ in a few).
@@ -56,7 +56,7 @@ def load(model_dir: Path, adapter: Path | None, overrides: list[str]):
 
 def batched(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int | None) -> tuple[list, float]:
     """The engine over every prompt, timed after a warm-up: (texts and token counts, wall seconds)."""
-    from fastmath.eval.generation import Decoding, generate
+    from fastmath.generation import Decoding, generate
     from fastmath.train.trainer import reset_peak_memory
 
     generate(model, tokenizer, prompts[:2], Decoding(max_new_tokens=4), batch_size=2)  # kernels, allocator
@@ -70,7 +70,7 @@ def batched(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_siz
 
 def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[list, float]:
     """A plain `model.generate` loop, greedy, stopping on the same tokens: (texts and token counts, wall seconds)."""
-    from fastmath.eval.generation import greedy_kwargs, stop_token_ids
+    from fastmath.generation import greedy_kwargs, stop_token_ids
     from fastmath.train.trainer import reset_peak_memory
 
     eos = stop_token_ids(model, tokenizer)

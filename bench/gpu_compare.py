@@ -13,7 +13,7 @@ process (Unsloth patches transformers for the whole process that imports it):
         both first logged losses are the base model's loss on the same first batch: loss parity.
   dpo   the same comparison for DPO steps; both sides continue this run's SFT adapter, on pairs
         built from GSM8K (chosen: the reference solution; rejected: the same with a wrong answer).
-  eval  problems/s of fastmath.eval.generation's batched engine against one-at-a-time `model.generate`
+  eval  problems/s of fastmath.generation's batched engine against one-at-a-time `model.generate`
         on the plain stack, and the projected wall time of the full 1,319-problem GSM8K test.
 
 Without CUDA the fast side cannot be Unsloth: it runs on hf (padding-free), and the JSON says so.
@@ -44,7 +44,7 @@ PARTS = ("sft", "dpo", "eval")
 NEEDS = {
     "sft": ("fastmath.train.sft", "run_sft"),
     "dpo": ("fastmath.train.dpo", "run_dpo"),
-    "eval": ("fastmath.eval.generation", "generate"),
+    "eval": ("fastmath.generation", "generate"),
 }
 # The plain stack the fast path is measured against (recipe keys that win over the recipe and the command line).
 # What `training.batching: auto` picks on Unsloth; said outright so the CPU fallback keeps it.
@@ -315,7 +315,7 @@ def batched_eval_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Worker: the engine's `generate` over all prompts at once (greedy), as bench/eval_throughput.py times it."""
     model, tokenizer, prompts, info = _load_for_eval(spec)
     outputs, wall = eval_throughput.batched(model, tokenizer, prompts, spec["max_new_tokens"], spec["batch_size"])
-    info |= {"engine": "fastmath.eval.generation.generate", "batch_size": spec["batch_size"] or "auto"}
+    info |= {"engine": "fastmath.generation.generate", "batch_size": spec["batch_size"] or "auto"}
     return _eval_figures(info, [tokens for _, tokens in outputs], wall, spec["max_new_tokens"])
 
 

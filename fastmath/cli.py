@@ -12,7 +12,8 @@ Order matters on the way in, and is kept here rather than by where modules put t
    torch, transformers or trl, so a typo fails in a fraction of a second;
 2. resolve the model backend and, for Unsloth, import it, before anything imports trl or transformers;
 3. only then import the command's module and run it.
-A `FastmathError` anywhere is printed as one line and exits 2; Ctrl-C exits 130.
+A `FastmathError` anywhere is printed as one line and exits 2; a full disk is one line naming the
+folder and exits 1; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -28,19 +29,11 @@ from typing import Any
 
 import yaml
 
-from fastmath import config, log, resources, runs, tasks
+from fastmath import config, log, resources, runs, stages, tasks
 from fastmath.config import Recipe
 from fastmath.errors import FastmathError
-
-
-@dataclass(frozen=True)
-class Option:
-    """A flag: an alias of a recipe `key`, or a plain option (argparse keyword arguments)."""
-
-    flags: tuple[str, ...]
-    help: str = ""
-    key: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
+from fastmath.io import DiskFull, is_disk_full
+from fastmath.stages import Option
 
 
 @dataclass
@@ -54,17 +47,23 @@ class Invocation:
     resume: Path | None = None
 
 
-def _sft_parent(inv: Invocation) -> Path:
-    assert inv.recipe is not None
-    return runs.parent_run(inv.recipe.dpo.sft_run, inv.recipe.training.output_dir)
+def _continued(stage: stages.Stage) -> Callable[[Invocation], Path | None]:
+    """How `stage` finds the run it continues: its recipe key naming one, else the newest finished
+    run of its parent stage; none when its fresh key is set."""
+
+    def parent(inv: Invocation) -> Path | None:
+        assert inv.recipe is not None and stage.parent is not None
+        if stage.fresh_key is not None and _value(inv.recipe, stage.fresh_key):
+            return None
+        named = _value(inv.recipe, stage.parent_key) if stage.parent_key else None
+        return runs.parent_run(named, inv.recipe.training.output_dir, stage.parent)
+
+    return parent
 
 
-def _grpo_parent(inv: Invocation) -> Path | None:
-    """grpo: grpo.sft_run, or the newest finished SFT run; none with grpo.fresh_lora."""
-    assert inv.recipe is not None
-    if inv.recipe.grpo.fresh_lora:
-        return None
-    return runs.parent_run(inv.recipe.grpo.sft_run, inv.recipe.training.output_dir)
+def _value(recipe: Recipe, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(recipe, section), name)
 
 
 def _adapter_to_load(inv: Invocation) -> Path | None:
@@ -105,7 +104,7 @@ class Command:
     name: str
     target: str  # "module:function", imported only after the backend is active
     help: str
-    stage: str | None = None  # recipe sections it reads (config.STAGE_SECTIONS); None: takes no recipe
+    stage: str | None = None  # recipe sections it reads (config.stage_sections); None: takes no recipe
     recipe: str | None = None  # shipped recipe used when none is given
     recipe_arg: bool = True  # takes a RECIPE argument (solve's positional is the question instead)
     loads_model: bool = False
@@ -127,14 +126,6 @@ UNSAFE = Option(
     key="eval.unsafe_no_os_sandbox",
     kwargs={"action": "store_const", "const": True, "metavar": None},
 )
-FIELD_OPTIONS = (
-    Option(("--question-field",), "the data file's question field", key="data.question_field"),
-    Option(
-        ("--answer-field",),
-        "the data file's answer field (a gold, or a solution ending '#### N')",
-        key="data.answer_field",
-    ),
-)
 DATASET = Option(
     ("--dataset",),
     "tasks (gsm8k, svamp, cmath, ...), task .yaml files or data FILEs, comma-separated",
@@ -152,7 +143,7 @@ EVAL_TAIL = (
     ),
     Option(("--fresh",), "redo problems already in the results files", kwargs={"action": "store_true"}),
     UNSAFE,
-    *FIELD_OPTIONS,
+    *stages.FIELD_OPTIONS,
 )
 EVAL_OPTIONS = (
     MODEL,
@@ -178,50 +169,6 @@ COMMANDS: dict[str, Command] = {
             ),
         ),
         Command(
-            "sft",
-            "fastmath.train.sft:main",
-            "supervised fine-tuning (LoRA/QLoRA) from a recipe",
-            stage="sft",
-            recipe="qwen2.5-7b-sft",
-            loads_model=True,
-            resumable=True,
-            options=FIELD_OPTIONS,
-        ),
-        Command(
-            "pairs",
-            "fastmath.train.pairs:main",
-            "mine preference pairs from an SFT model's own solutions",
-            stage="pairs",
-            recipe="qwen2.5-7b-dpo",
-            loads_model=True,
-            options=(
-                Option(("--output",), "pairs file to write (default <sft run>/pairs.jsonl)", kwargs={"type": Path}),
-                *FIELD_OPTIONS,
-            ),
-            parent=_sft_parent,
-        ),
-        Command(
-            "dpo",
-            "fastmath.train.dpo:main",
-            "DPO alignment of an SFT run's adapter",
-            stage="dpo",
-            recipe="qwen2.5-7b-dpo",
-            loads_model=True,
-            resumable=True,
-            parent=_sft_parent,
-        ),
-        Command(
-            "grpo",
-            "fastmath.train.grpo:main",
-            "GRPO: reinforcement learning on the grader's verdicts, from an SFT run's adapter",
-            stage="grpo",
-            recipe="qwen2.5-7b-grpo",
-            loads_model=True,
-            resumable=True,
-            options=FIELD_OPTIONS,
-            parent=_grpo_parent,
-        ),
-        Command(
             "eval",
             "fastmath.eval.evaluate:main",
             "evaluate a model/adapter on benchmark tasks or data files under prompt strategies",
@@ -237,7 +184,7 @@ COMMANDS: dict[str, Command] = {
             stage="eval",
             loads_model=True,
             options=EVAL_OPTIONS,
-            defaults={"eval.strategies": list(config.STRATEGY_NAMES)},
+            defaults={"eval.strategies": list(config.strategy_names())},
             parent=_adapter_to_load,
         ),
         Command(
@@ -279,7 +226,7 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "grade",
-            "fastmath.grading:main",
+            "fastmath.commands:grade",
             "re-grade a JSONL file of completions",
             options=(
                 Option(("input",), "JSONL: 'completion', 'answer' (number or '... #### N')", kwargs={"type": Path}),
@@ -288,7 +235,7 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "sandbox",
-            "fastmath.eval.sandbox:main",
+            "fastmath.commands:sandbox",
             "run a Python program exactly as program-of-thought does; print the result as JSON",
             options=(
                 Option(("program",), "the .py file", kwargs={"type": Path}),
@@ -335,12 +282,28 @@ COMMANDS: dict[str, Command] = {
             "fastmath.runs:print_latest",
             "print the newest finished run directory of a stage",
             options=(
-                Option(("stage",), "sft, dpo or grpo", kwargs={"choices": ["sft", "dpo", "grpo"]}),
+                Option(
+                    ("stage",),
+                    "a stage that trains: " + ", ".join(stages.training()),
+                    kwargs={"choices": stages.training()},
+                ),  # fmt: skip
                 Option(("--output-dir",), "where runs live", kwargs={"default": "outputs"}),
             ),
         ),
     )
 }
+
+
+def _stage_command(stage: stages.Stage) -> Command:
+    """A stage's command, from its record."""
+    return Command(
+        stage.name, stage.target, stage.help, stage=stage.name, recipe=stage.recipe, loads_model=True,
+        resumable=stage.trains, options=stage.options, parent=_continued(stage) if stage.parent else None,
+    )  # fmt: skip
+
+
+# The stages' commands first (the registry's order), then the others.
+COMMANDS = {**{s.name: _stage_command(s) for s in stages.registry().values()}, **COMMANDS}
 
 # The seed project's flags, kept as aliases so old commands keep working.
 SEED_ALIASES = {
@@ -360,10 +323,11 @@ def usage() -> str:
 
 def keys_help(command: Command) -> str:
     """Every recipe key the command reads: `section.key  type = default  meaning [allowed]`."""
+    assert command.stage is not None
     lines = ["recipe keys (section.key=value; YAML values):"]
-    for name, f, hint in config.keys(config.STAGE_SECTIONS[command.stage], command.stage):
+    for name, f, hint in config.keys(config.stage_sections(command.stage), command.stage):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
-        allowed = f.metadata["choices"] or (f"{f.metadata['range']}" if f.metadata["range"] else "")
+        allowed = config.choices(f) or (f"{f.metadata['range']}" if f.metadata["range"] else "")
         extra = f" [{', '.join(allowed) if isinstance(allowed, tuple) else allowed}]" if allowed else ""
         shown = f"{config.type_name(hint)} = {config.value_text(default)}"
         lines.append(f"  {name}  ({shown})  {f.metadata['help']}{extra}")
@@ -385,7 +349,7 @@ def parser(command: Command) -> argparse.ArgumentParser:
     if command.resumable:
         p.add_argument(*RESUME.flags, help=RESUME.help, **RESUME.kwargs)
     for option in command.options:
-        kwargs = {"metavar": option.key.split(".")[-1].upper()} if option.key else {}
+        kwargs: dict[str, Any] = {"metavar": option.key.split(".")[-1].upper()} if option.key else {}
         kwargs = {k: v for k, v in {**kwargs, **option.kwargs}.items() if v is not None}
         p.add_argument(*option.flags, help=option.help, **kwargs)
     return p
@@ -426,7 +390,7 @@ def _inherit(inv: Invocation, typed: dict[str, Any]) -> None:
         inv.recipe.data.system_prompt = trained.data.system_prompt
         inv.recipe.lora = trained.lora
     keep = {k: v for k, v in typed.items() if k.startswith(("model.", "data.system_prompt", "lora."))}
-    if inv.args.command in ("dpo", "pairs", "grpo"):  # they continue training the parent's adapter
+    if inv.args.command in stages.registry():  # a stage continues training the parent's adapter
         keep = {k: v for k, v in keep.items() if k not in ("model.name", "lora.r", "lora.alpha")}
     for name, value in keep.items():
         config.apply(inv.recipe, name, value)
@@ -448,7 +412,7 @@ def prepare(command: Command, argv: list[str]) -> Invocation:
     typed = parse_overrides(rest)
     for option in command.options:
         value = getattr(args, _dest(option)) if option.key else None
-        if value is not None:
+        if option.key is not None and value is not None:
             typed[option.key] = _flag_value(option, value)
     return _resolve(command, args, typed)
 
@@ -517,9 +481,18 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS[name]
     try:
         return execute(command, prepare(command, rest))
+    except DiskFull as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except FastmathError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a full disk under a library's own write (torch's checkpoints, safetensors)
+        if not is_disk_full(e):
+            raise
+        folder = Path(e.filename).parent if isinstance(e, OSError) and e.filename else Path.cwd()
+        print(f"error: {DiskFull(folder, None)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

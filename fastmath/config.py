@@ -6,7 +6,7 @@ prints, as TRL's config dataclasses do). The YAML files only say what differs. U
 types and values out of range are errors that name the key and the fix, because a silently ignored
 typo (`lora.rank: 64`) or a `lora.r: 0` that crashes an hour later wastes a GPU-day.
 
-Each stage reads its own sections (`STAGE_SECTIONS`); SFT's schedule is `training.num_epochs`,
+Each stage reads its own sections (its record in `stages`); SFT's schedule is `training.num_epochs`,
 `training.batch_size`, `training.learning_rate`, DPO's is `dpo.*`, and a run's saved recipe.yaml
 holds only what its stage read, so it says exactly what ran.
 """
@@ -25,12 +25,20 @@ from typing import Any
 
 import yaml
 
+from fastmath import plugins, stages
 from fastmath.errors import FastmathError
 from fastmath.hub import looks_like_path
 from fastmath.resources import SCHEME
 
-# The prompt strategies `fastmath.eval.strategies` implements (it checks that it implements exactly these).
+# The built-in prompt strategies (`fastmath.eval.strategies` checks that it implements exactly these).
 STRATEGY_NAMES = ("zero_shot", "few_shot", "cot", "zero_shot_cot", "structured_cot", "tot", "self_consistency", "pot")
+
+
+def strategy_names() -> tuple[str, ...]:
+    """The strategies a recipe may name: the built-in ones, then those of installed plugins."""
+    return STRATEGY_NAMES + plugins.names(plugins.STRATEGIES)
+
+
 # A finite number in decimal or exponent notation, as `learning_rate=2e-4` is typed.
 DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -62,12 +70,15 @@ NON_NEGATIVE = Range(0)
 FRACTION = Range(0, 1, high_open=True)
 
 
-def key(default: Any, help: str, *, choices: tuple[str, ...] = (), range: Range | None = None, schedule=False) -> Any:
-    """A recipe key: its default and metadata (help text, allowed values; `schedule`: one of
-    the per-stage training schedule keys)."""
+Choices = tuple[str, ...] | typing.Callable[[], tuple[str, ...]]
+
+
+def key(default: Any, help: str, *, choices: Choices = (), range: Range | None = None, schedule=False) -> Any:
+    """A recipe key: its default and metadata (help text, allowed values, or a function that lists
+    them when plugins may add some; `schedule`: one of the per-stage training schedule keys)."""
     meta = {"help": help, "choices": choices, "range": range, "schedule": schedule}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -175,9 +186,11 @@ class GRPOConfig:
     batch_size: int = key(4, "GRPO: problems per device per step (x num_generations completions)",
                           range=AT_LEAST_1, schedule=True)  # fmt: skip
     learning_rate: float = key(5e-6, "GRPO: peak learning rate", range=POSITIVE, schedule=True)
-    correctness_weight: float = key(1.0, "reward weight: 1 when the grader marks the answer correct, else 0")
-    format_weight: float = key(0.2, "reward weight: 1 when the completion ends with the final-answer line")
-    overlong_weight: float = key(0.0, "reward weight of the soft overlong penalty (0 = off)", range=NON_NEGATIVE)
+    rewards: dict[str, float] = key(
+        {"correctness": 1.0, "answer_format": 0.2},
+        "reward functions and their weights: correctness, answer_format, overlong (DAPO's soft penalty), "
+        "or module.function of your own (TRL's reward-function signature)",
+    )
     overlong_buffer: int = key(64, "tokens before max_completion_length where the overlong penalty starts",
                                range=AT_LEAST_1)  # fmt: skip
     use_vllm: bool = key(False, "rollouts through vLLM (CUDA, vLLM installed), colocated with training")
@@ -186,7 +199,7 @@ class GRPOConfig:
 @dataclass
 class EvalConfig:
     datasets: list[str] = key(["gsm8k"], "tasks (gsm8k, mgsm_en, svamp, cmath, ...), task .yaml files or data files")
-    strategies: list[str] = key(["cot"], "prompt strategies, in the order run", choices=STRATEGY_NAMES)
+    strategies: list[str] = key(["cot"], "prompt strategies, in the order run", choices=strategy_names)
     samples: int | None = key(None, "first N problems of each dataset (null = all)", range=AT_LEAST_1)
     batch_size: int | None = key(None, "prompts per batch (null = found automatically)", range=AT_LEAST_1)
     max_new_tokens: int = key(512, "longest answer in tokens", range=AT_LEAST_1)
@@ -212,21 +225,26 @@ class Recipe:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        for name, cls in sections().items():  # the sections of stages from plugins
+            if not hasattr(self, name):
+                setattr(self, name, cls())
+
     def schedule(self, stage: str) -> Schedule:
         """The stage's own epochs, steps, batch size and learning rate."""
-        section = getattr(self, SCHEDULE_SECTION.get(stage, "training"))
+        section = getattr(self, schedule_section(stage) or "training")
         return Schedule(section.num_epochs, section.max_steps, section.batch_size, section.learning_rate)
 
     def to_dict(self, stage: str | None = None) -> dict[str, Any]:
         """Every key, or only the keys `stage` reads (what its run directory records)."""
-        tree = dataclasses.asdict(self)
+        tree = {name: dataclasses.asdict(getattr(self, name)) for name in sections()}
         if stage is None:
             return tree
-        kept = {name: tree[name] for name in STAGE_SECTIONS[stage]}
+        kept = {name: tree[name] for name in stage_sections(stage)}
         for name, body in kept.items():
             section = getattr(self, name)
             for f in dataclasses.fields(section):
-                if f.metadata["schedule"] and SCHEDULE_SECTION.get(stage) != name:
+                if f.metadata["schedule"] and schedule_section(stage) != name:
                     del body[f.name]
         return kept
 
@@ -239,29 +257,46 @@ class Schedule:
     learning_rate: float
 
 
-# The sections each stage reads, and which of them holds its schedule keys.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "sft": ("model", "lora", "data", "training"),
-    "dpo": ("model", "lora", "data", "training", "dpo"),
-    "grpo": ("model", "lora", "data", "training", "grpo"),
-    "pairs": ("model", "data", "dpo", "eval"),
-    "eval": ("model", "data", "eval"),
-}
-SCHEDULE_SECTION = {"sft": "training", "dpo": "dpo", "grpo": "grpo"}
+# What the commands that only read a model (eval, prompts, solve) read; stages read what their record says.
+EVAL_SECTIONS = ("model", "data", "eval")
 
 
-def keys(sections: tuple[str, ...], stage: str | None = None) -> list[tuple[str, dataclasses.Field, Any]]:
-    """(`section.key`, field, type) of every key in `sections`; with `stage`, the ones it reads."""
+def sections() -> dict[str, type]:
+    """Every recipe section's dataclass: the built-in ones, then those of plugin stages."""
+    out: dict[str, Any] = {f.name: f.default_factory for f in dataclasses.fields(Recipe)}
+    for stage in stages.registry().values():
+        if stage.section is not None:
+            out[stage.name] = stage.section
+    return out
+
+
+def stage_sections(stage: str) -> tuple[str, ...]:
+    """The sections `stage` reads (`eval`: what the evaluating commands read)."""
+    return EVAL_SECTIONS if stage == "eval" else stages.get(stage).sections
+
+
+def schedule_section(stage: str) -> str | None:
+    """The section that holds `stage`'s schedule keys (none for a stage that trains nothing)."""
+    return None if stage == "eval" else stages.get(stage).schedule
+
+
+def choices(f: dataclasses.Field) -> tuple[str, ...]:
+    """A key's allowed values (none: any)."""
+    allowed = f.metadata["choices"]
+    return allowed() if callable(allowed) else allowed
+
+
+def keys(names: tuple[str, ...], stage: str | None = None) -> list[tuple[str, dataclasses.Field, Any]]:
+    """(`section.key`, field, type) of every key in sections `names`; with `stage`, the ones it reads."""
     out = []
-    for section_field in dataclasses.fields(Recipe):
-        if section_field.name not in sections:
+    for name, cls in sections().items():
+        if name not in names:
             continue
-        cls = section_field.default_factory  # type: ignore[misc]
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if f.metadata["schedule"] and stage is not None and SCHEDULE_SECTION.get(stage) != section_field.name:
+            if f.metadata["schedule"] and stage is not None and schedule_section(stage) != name:
                 continue
-            out.append((f"{section_field.name}.{f.name}", f, hints[f.name]))
+            out.append((f"{name}.{f.name}", f, hints[f.name]))
     return out
 
 
@@ -270,8 +305,8 @@ def type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return " | ".join("null" if a is type(None) else type_name(a) for a in typing.get_args(hint))
-    if origin is list:
-        return f"list[{type_name(typing.get_args(hint)[0])}]"
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in typing.get_args(hint))}]"
     return hint.__name__
 
 
@@ -303,6 +338,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, list):
             raise FastmathError(f"recipe key {key!r} must be a list, got {value!r}")
         return [_coerce(key, v, item) for v in value]
+    if origin is dict:  # `grpo.rewards={correctness: 1.0, answer_format: 0.2}`
+        key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise FastmathError(f"recipe key {key!r} must be a mapping such as {{name: 1.0}}, got {value!r}")
+        return {_coerce(key, k, key_type): _coerce(f"{key}.{k}", v, value_type) for k, v in value.items()}
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
@@ -319,19 +359,20 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 def apply(recipe: Recipe, key: str, value: Any) -> None:
     """Set `section.field` on `recipe`, checking the key's name, the value's type and its allowed values."""
     section_name, _, field_name = key.partition(".")
-    sections = {f.name for f in dataclasses.fields(Recipe)}
-    if section_name not in sections or not field_name:
-        raise FastmathError(f"unknown recipe section {section_name!r} in {key!r}{_suggest(section_name, sections)}")
+    names = sections()
+    if section_name not in names or not field_name:
+        raise FastmathError(f"unknown recipe section {section_name!r} in {key!r}{_suggest(section_name, names)}")
     section = getattr(recipe, section_name)
     fields = {f.name: f for f in dataclasses.fields(section)}
     if field_name not in fields:
         raise FastmathError(f"unknown recipe key {key!r}{_suggest(key, [f'{section_name}.{n}' for n in fields])}")
     meta = fields[field_name].metadata
     value = _coerce(key, value, typing.get_type_hints(type(section))[field_name])
+    allowed = choices(fields[field_name])
     for item in value if isinstance(value, list) else [value]:
-        if meta["choices"] and item not in meta["choices"]:
-            raise FastmathError(f"recipe key {key!r} takes {', '.join(meta['choices'])}; got {item!r}")
-    if isinstance(value, list) and not value:
+        if allowed and item not in allowed:
+            raise FastmathError(f"recipe key {key!r} takes {', '.join(allowed)}; got {item!r}")
+    if isinstance(value, (list, dict)) and not value:
         raise FastmathError(f"recipe key {key!r} needs at least one value")
     if meta["range"] is not None and value is not None and not meta["range"].allows(value):
         raise FastmathError(f"recipe key {key!r} must be {meta['range']}, got {value!r}")
@@ -400,7 +441,7 @@ def load_recipe(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 def validate(recipe: Recipe, stage: str) -> None:
     """What no single key can say: a stage's schedule must train for at least one step."""
-    section = SCHEDULE_SECTION.get(stage)
+    section = schedule_section(stage)
     if section is None:
         return
     s = recipe.schedule(stage)

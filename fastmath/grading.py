@@ -31,13 +31,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal
 
 from fastmath.errors import FastmathError
 from fastmath.io import atomic_write_jsonl
-
-if TYPE_CHECKING:
-    import argparse
 
 _FINAL_LINES = {"en": "The answer is {}.", "zh": "答案是 {}。"}
 
@@ -825,19 +822,3 @@ def grade_file(input_path: str | Path, output_path: str | Path) -> dict[str, int
     n = len(rows)
     summary = {"n": n, "correct": counts["correct"], "wrong": counts["wrong"], "none": counts["none"]}
     return summary | {"accuracy": counts["correct"] / n if n else 0.0}
-
-
-class _Invocation(Protocol):
-    """What `fastmath.cli` hands a command; `grade` reads its `input` and `output` arguments."""
-
-    args: argparse.Namespace
-
-
-def main(inv: _Invocation) -> int:
-    """`python -m fastmath grade FILE.jsonl [--output OUT.jsonl]`: re-grade saved completions."""
-    output = inv.args.output or inv.args.input.with_suffix(".graded.jsonl")
-    s = grade_file(inv.args.input, output)
-    counts = f"({s['correct']}/{s['n']})  wrong {s['wrong']}  no answer {s['none']}"
-    print(f"accuracy {100 * s['accuracy']:.2f}% {counts}")
-    print(f"wrote {output}")
-    return 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -13,20 +15,56 @@ from typing import Any
 
 from fastmath.errors import FastmathError
 
+# What torch's checkpoint writer says when the disk fills under it (it raises RuntimeError, not OSError).
+TORCH_WRITE_FAILED = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
+
+
+class DiskFull(FastmathError):
+    """A write that found no room: one line naming the folder, the space it needed and what is free."""
+
+    def __init__(self, folder: str | Path, needed: int | None):
+        self.folder = Path(folder)
+        try:
+            free = f"{shutil.disk_usage(self.folder).free / 2**20:.1f} MB free"
+        except OSError:
+            free = "free space unknown"
+        need = f"needs about {needed / 2**20:.1f} MB" if needed else "needs more room"
+        super().__init__(
+            f"disk full writing into {self.folder}: it {need}, {free}; free some space, or write elsewhere"
+        )
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error` (or what caused it) is a write that ran out of space."""
+    while error is not None:
+        if isinstance(error, DiskFull):
+            return True
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(error, RuntimeError) and any(m in str(error) for m in TORCH_WRITE_FAILED):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename it over `path` (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise (DiskFull(path.parent, len(text.encode())) if is_disk_full(e) else e) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise DiskFull(path.parent, len(text.encode())) from None
         raise
 
 
@@ -67,14 +105,26 @@ class JsonlAppender:
             if data and not data.endswith(b"\n"):
                 self.path.write_bytes(data[: data.rfind(b"\n") + 1])
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close/__exit__)
+        self._full = False  # a write found the disk full: the torn row is cut off on the next open
 
     def write(self, row: dict) -> None:
-        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        try:
+            self._f.write(line)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as e:
+            if is_disk_full(e):
+                self._full = True
+                raise DiskFull(self.path.parent, len(line.encode())) from None
+            raise
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:  # flushing the row that did not fit fails again: it was reported already
+            if not self._full:
+                raise
 
     def __enter__(self) -> JsonlAppender:
         return self

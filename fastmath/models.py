@@ -190,16 +190,28 @@ def load_adapter(model, adapter: str, **kwargs: Any):
 # --- loading --------------------------------------------------------------------------------------
 
 
-def load_tokenizer(cfg: ModelConfig):
+def _checked_source(cfg: ModelConfig, adapter: str | None) -> str:
+    """Where the base model loads from, resolved once for the whole load (`hub.resolve`: a local
+    folder, a reachable hub id or the cached snapshot), with the model folder and adapter checked."""
+    source = hub.resolve(cfg.name, revision=cfg.revision)
+    check_model_dir(cfg.name)
+    if adapter is not None:
+        check_adapter(Path(adapter))
+    return source
+
+
+def load_tokenizer(cfg: ModelConfig, source: str | None = None):
+    """`cfg.name`'s tokenizer, from `source` when the caller resolved the name already (`hub.resolve`)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(hub.resolve(cfg.name, revision=cfg.revision), revision=cfg.revision)
+    source = source or hub.resolve(cfg.name, revision=cfg.revision)
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=cfg.revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def _hf_base(cfg: ModelConfig):
+def _hf_base(cfg: ModelConfig, source: str):
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype(cfg), "attn_implementation": cfg.attn_implementation}
@@ -215,16 +227,16 @@ def _hf_base(cfg: ModelConfig):
             bnb_4bit_compute_dtype=torch_dtype(cfg),
         )
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    return AutoModelForCausalLM.from_pretrained(hub.resolve(cfg.name, revision=cfg.revision), **kwargs)
+    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
 
 
-def _unsloth_load(cfg: ModelConfig, adapter: str | None, gradient_checkpointing: bool):
+def _unsloth_load(cfg: ModelConfig, source: str, adapter: str | None, gradient_checkpointing: bool):
     """Unsloth's loader, told everything: left to itself it picks bf16 on a CPU with AVX512-BF16
     and turns gradient checkpointing on for adapters."""
     from unsloth import FastLanguageModel
 
     return FastLanguageModel.from_pretrained(
-        model_name=adapter or hub.resolve(cfg.name, revision=cfg.revision),
+        model_name=adapter or source,
         max_seq_length=cfg.max_seq_length,
         dtype=torch_dtype(cfg),
         load_in_4bit=use_4bit(cfg),
@@ -261,14 +273,12 @@ def load_for_training(
     """
     from transformers import set_seed
 
-    check_model_dir(cfg.name)
-    if adapter is not None:
-        check_adapter(Path(adapter))
+    source = _checked_source(cfg, adapter)
     set_seed(seed)
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
-        model, tokenizer = _unsloth_load(cfg, adapter, gradient_checkpointing)
+        model, tokenizer = _unsloth_load(cfg, source, adapter, gradient_checkpointing)
         if adapter is None:
             model = FastLanguageModel.get_peft_model(
                 model,
@@ -285,8 +295,8 @@ def load_for_training(
 
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    tokenizer = load_tokenizer(cfg)
-    model = _hf_base(cfg)
+    tokenizer = load_tokenizer(cfg, source)
+    model = _hf_base(cfg, source)
     if use_4bit(cfg):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     if adapter is None:
@@ -298,17 +308,15 @@ def load_for_training(
 
 def load_for_inference(cfg: ModelConfig, adapter: str | None, backend: str):
     """Base model (+ LoRA adapter) ready for generation, tokenizer padded on the left."""
-    check_model_dir(cfg.name)
-    if adapter is not None:
-        check_adapter(Path(adapter))
+    source = _checked_source(cfg, adapter)
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
-        model, tokenizer = _unsloth_load(cfg, adapter, gradient_checkpointing=False)
+        model, tokenizer = _unsloth_load(cfg, source, adapter, gradient_checkpointing=False)
         FastLanguageModel.for_inference(model)
     else:
-        tokenizer = load_tokenizer(cfg)
-        model = _hf_base(cfg)
+        tokenizer = load_tokenizer(cfg, source)
+        model = _hf_base(cfg, source)
         if adapter:
             model = load_adapter(model, adapter)
             if not use_4bit(cfg):  # exact in full precision, and halves the matmuls per token

@@ -3,7 +3,8 @@
 tiny model -> SFT -> pairs mined from the SFT model -> DPO, and GRPO from the same SFT run -> eval
 of base, SFT, DPO and GRPO on the same problems -> a before/after table. Every stage is the command
 a user types, run as its own process (a stage on Unsloth must import it before anything else),
-with the shipped tiny recipes.
+with the shipped tiny recipes: every stage whose record (`stages`) names a tiny recipe, in the
+registry's order, each continuing its parent stage's run.
 The tiny model learns the sample problems by heart: the table shows that each stage did its job
 and was measured, not that a 1M-parameter model can do arithmetic.
 """
@@ -16,13 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from fastmath import runs
+from fastmath import runs, stages
 from fastmath.config import load_recipe
 from fastmath.errors import FastmathError
 from fastmath.log import log
 from fastmath.resources import recipe_path
 from fastmath.tiny import build_tiny_model
-from fastmath.train.pairs import beside
 
 DATA = "fastmath:samples/sample_english_math.json"
 STRATEGY = "zero_shot"  # the prompt SFT trains on
@@ -47,32 +47,33 @@ def main(inv) -> int:
     tiny = load_recipe(recipe_path("tiny-sft"))
     # The later stages take the backend from the SFT run they continue; the base model's eval is told.
     backend = [f"model.backend={inv.args.backend or tiny.model.backend}"]
+    staged = [s for s in stages.registry().values() if s.tiny_recipe]
+    steps = len(staged) + 2
     if not (model / "config.json").is_file():
         build_tiny_model(model)
-        log.info(f"1/6 tiny model built: {model}")
+        log.info(f"1/{steps} tiny model built: {model}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    sft, dpo, grpo = (outputs / f"quickstart-{stage}-{stamp}" for stage in ("sft", "dpo", "grpo"))
-    common = [f"model.name={model}", f"training.output_dir={outputs}", f"data.train={DATA}"]
-    command("sft", "tiny-sft", *common, *backend, f"training.run_name={sft.name}")
-    log.info(f"2/6 SFT finished: {sft}")
-    tuned = [f"dpo.sft_run={sft}", f"eval.max_new_tokens={max_new}", f"training.output_dir={outputs}"]
-    command("pairs", "tiny-dpo", f"data.train={DATA}", *tuned)
-    log.info(f"3/6 pairs mined: {json.loads(beside(sft / runs.PAIRS, 'summary').read_text())['pairs']} pairs")
-    command("dpo", "tiny-dpo", f"data.train={DATA}", *tuned, f"training.run_name={dpo.name}")
-    log.info(f"4/6 DPO finished: {dpo}")
-    command("grpo", "tiny-grpo", f"grpo.sft_run={sft}", f"data.train={DATA}", f"training.output_dir={outputs}",
-            f"training.run_name={grpo.name}")  # fmt: skip
-    log.info(f"5/6 GRPO finished: {grpo}")
+    trained: dict[str, Path] = {}  # stage -> its run
+    for number, stage in enumerate(staged, start=2):
+        argv = [stage.name, stage.tiny_recipe or "", f"data.train={DATA}", f"training.output_dir={outputs}"]
+        if stage.parent is None:
+            argv += [f"model.name={model}", *backend]
+        else:  # it continues the parent stage's run, whose model and backend it takes
+            argv.append(f"{stage.parent_key}={trained[stage.parent]}")
+        if "eval" in stage.sections:
+            argv.append(f"eval.max_new_tokens={max_new}")
+        if stage.trains:
+            trained[stage.name] = outputs / f"quickstart-{stage.name}-{stamp}"
+            argv.append(f"training.run_name={trained[stage.name].name}")
+        command(*argv)
+        log.info(f"{number}/{steps} {stage.name} finished" + (f": {trained[stage.name]}" if stage.trains else ""))
 
     # The problems SFT learned (data.limit): the tiny model memorises, it does not generalise.
     samples = tiny.data.limit
-    rows = {
-        "base": evaluate(runs.base_run(outputs, str(model)), samples, max_new, "--model", str(model), *backend),
-        "sft": evaluate(sft, samples, max_new, "--lora", str(sft)),
-        "dpo": evaluate(dpo, samples, max_new, "--lora", str(dpo)),
-        "grpo": evaluate(grpo, samples, max_new, "--lora", str(grpo)),
-    }
-    lines = [f"6/6 evaluated on the {samples} problems of {DATA} it trained on (strategy {STRATEGY}):\n",
+    assert samples is not None, "the tiny recipe sets data.limit"
+    rows = {"base": evaluate(runs.base_run(outputs, str(model)), samples, max_new, "--model", str(model), *backend)}
+    rows |= {name: evaluate(run, samples, max_new, "--lora", str(run)) for name, run in trained.items()}
+    lines = [f"{steps}/{steps} evaluated on the {samples} problems of {DATA} it trained on (strategy {STRATEGY}):\n",
              f"{'stage':<6} {'accuracy':>9} {'95% CI':>17} {'no answer':>10}  run"]  # fmt: skip
     for name, s in rows.items():
         lo, hi = s["ci95"]

@@ -1,6 +1,8 @@
 """Run directories: every path and file of `outputs/<run>/`, in one place.
 
-    run.json        stage, base model, parent run, start time, status (running | finished | failed | stopped), error
+    run.json        stage, base model, parent run, start time, status (running | finished | failed | stopped),
+                    error, and the process writing it (pid, host, boot, start): `status` tells a run
+                    whose process died without a word (kill -9, OOM) as `crashed`, whoever started it
     recipe.yaml     the keys the stage read, as it ran (config.Recipe.to_dict(stage))
     metrics.jsonl   one line per logging step
     summary.json    final figures, written once at the end
@@ -19,8 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import re
+import shutil
+import socket
 import time
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +33,7 @@ from typing import Any
 
 from fastmath.config import ModelConfig, Recipe, absolute, load_recipe, save_recipe
 from fastmath.errors import FastmathError
-from fastmath.io import atomic_write_json
+from fastmath.io import DiskFull, atomic_write_json, is_disk_full
 from fastmath.log import log
 
 RUN_JSON = "run.json"
@@ -68,6 +73,54 @@ def read(run: str | Path) -> dict[str, Any]:
 
 def _update(run: Path, **fields: Any) -> None:
     atomic_write_json(run / RUN_JSON, {**read(run), **fields})
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, Linux): with the pid, it names one process,
+    since a pid is reused only by a process that starts later."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the command name may hold spaces
+
+
+def this_process() -> dict[str, Any]:
+    """What run.json records of the process that writes the run."""
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "boot": _boot_id(), "start": _start_ticks(pid)}
+
+
+def _process_gone(process: dict[str, Any]) -> bool:
+    """Whether the recorded process has surely ended: it ran on this machine since its last boot, and
+    no process with its pid and start time exists now. Another machine's process cannot be seen."""
+    if process.get("host") != socket.gethostname() or process.get("boot") != _boot_id() or "pid" not in process:
+        return False
+    if process.get("start") is None:  # no /proc: whether the pid exists at all
+        try:
+            os.kill(process["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return _start_ticks(process["pid"]) != process["start"]
+
+
+def status(run: str | Path, meta: dict[str, Any] | None = None) -> str | None:
+    """A run's status: run.json's, except `crashed` for one recorded as running whose process is gone."""
+    meta = read(run) if meta is None else meta
+    recorded = meta.get("status")
+    if recorded == "running" and isinstance(meta.get("process"), dict) and _process_gone(meta["process"]):
+        return "crashed"
+    return recorded
 
 
 def list_runs(root: str | Path, stage: str | None = None) -> list[Path]:
@@ -176,6 +229,7 @@ def create(recipe: Recipe, stage: str, parent: Path | None = None) -> Path:
                 "parent": parent_name,
                 "started": now(),
                 "status": "running",
+                "process": this_process(),
             },
         )
     state.wait_for_everyone()
@@ -198,8 +252,8 @@ def base_run(root: Path, model: str) -> Path:
 
 
 def resume(run: Path) -> None:
-    """Mark a run that continues from its checkpoint as running again."""
-    _update(run, status="running", error=None)
+    """Mark a run that continues from its checkpoint as running again, by this process."""
+    _update(run, status="running", error=None, process=this_process())
 
 
 def finish(run: Path, summary: dict[str, Any]) -> None:
@@ -217,13 +271,42 @@ def fail(run: Path, error: BaseException) -> None:
 
 @contextlib.contextmanager
 def marking_failure(run: Path):
-    """Run a stage's training; if it raises (or is interrupted), mark the run before re-raising."""
+    """Run a stage's training; if it raises (or is interrupted), mark the run before re-raising.
+
+    A full disk becomes one line (`io.DiskFull`) naming the folder and about the space a checkpoint
+    needs; the half-written checkpoint is removed first (it cannot be resumed from), so that run.json
+    can still say `failed`. Where even that does not fit, `status` finds the run crashed by its pid.
+    """
     try:
         yield
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            fail(run, e)
-        raise
+        if is_disk_full(e) and not isinstance(e, DiskFull):
+            error: BaseException = DiskFull(run, _checkpoint_size(run))
+            _remove_torn_checkpoints(run)
+        else:
+            error = e
+        with contextlib.suppress(OSError, FastmathError):
+            fail(run, error)
+        if error is e:
+            raise
+        raise error from None
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _checkpoint_size(run: Path) -> int | None:
+    """About what one checkpoint takes: the newest complete one's size, else the torn one's (a lower bound)."""
+    done = last_checkpoint(run)
+    torn = [p for p in run.glob("checkpoint-*") if p.is_dir()]
+    return _size(done) if done else max((_size(p) for p in torn), default=None)
+
+
+def _remove_torn_checkpoints(run: Path) -> None:
+    for folder in run.glob("checkpoint-*"):
+        if folder.is_dir() and not (folder / CHECKPOINT_DONE).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 CHECKPOINT_DONE = "trainer_state.json"  # transformers writes it last: a checkpoint without it is half-saved

@@ -45,6 +45,17 @@ OVERFIT = {
 }
 
 
+# Fixtures that train a model, start a browser or build a virtual environment: every test that uses
+# one is `slow` too, so `make test-fast` (`-m "not slow"`) leaves it out; `make test` runs them all.
+HEAVY_FIXTURES = frozenset({"overfit_run", "half_right", "pipeline", "browser", "venv"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -28,7 +28,7 @@ from fastmath.prompts import SYSTEM_PROMPTS, chat_messages, prompt_text
 
 from .conftest import GSM8K_TRAIN, fastmath_cli
 from .eval.test_evaluate import copy_run
-from .eval.test_generation import single_thread  # noqa: F401 (autouse: one torch thread here too)
+from .test_generation import single_thread  # noqa: F401 (autouse: one torch thread here too)
 
 pytestmark = pytest.mark.slow
 

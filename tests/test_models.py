@@ -59,3 +59,16 @@ def test_a_truncated_adapter_and_one_for_another_model_are_refused(overfit_run, 
     p = fastmath_cli("solve", "1+1?", "--lora", str(overfit_run), "--model", str(other), timeout=300)
     assert p.returncode == 2 and "does not fit base model" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert json.loads((overfit_run / "run.json").read_text())["status"] == "finished"
+
+
+def test_one_model_load_resolves_the_model_name_once(tiny_model, monkeypatch):
+    """The tokenizer, the weights and the checks of one load share one `hub.resolve` (it probes the hub)."""
+    from fastmath import hub, models
+    from fastmath.config import ModelConfig
+
+    asked: list[str] = []
+    resolve = hub.resolve
+    monkeypatch.setattr(hub, "resolve", lambda name, *a, **k: asked.append(name) or resolve(name, *a, **k))
+    cfg = ModelConfig(name=str(tiny_model), backend="hf", load_in_4bit=False)
+    model, tokenizer = models.load_for_inference(cfg, None, "hf")
+    assert asked == [str(tiny_model)] and model.config.model_type == "qwen2" and tokenizer.padding_side == "left"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastmath import cli, config, resources, runs
+from fastmath import cli, config, resources, runs, stages
 from fastmath.errors import FastmathError
 from fastmath.io import atomic_write_json
 
@@ -45,8 +45,8 @@ _children: dict[int, subprocess.Popen] = {}
 
 
 def commands() -> list[str]:
-    """Commands the Train page can start: every command whose stage reads recipe sections."""
-    return [name for name in config.STAGE_SECTIONS if name in cli.COMMANDS]
+    """Commands the Train page can start: every stage, and eval."""
+    return [*stages.registry(), "eval"]
 
 
 def recipes(cwd: Path) -> dict[str, str]:
@@ -87,12 +87,12 @@ def _kind(name: str, hint: Any, choices: tuple[str, ...]) -> tuple[str, bool]:
 def fields(command: str) -> list[Field]:
     """Every key the command's stage reads, with its help text and allowed values (config metadata)."""
     out = []
-    for name, f, hint in config.keys(config.STAGE_SECTIONS[command], command):
+    for name, f, hint in config.keys(config.stage_sections(command), command):
         if name in APP_KEYS:
             continue
-        kind, nullable = _kind(name, hint, f.metadata["choices"])
+        kind, nullable = _kind(name, hint, config.choices(f))
         extra = f" ({f.metadata['range']})" if f.metadata["range"] else ""
-        out.append(Field(name, kind, f.metadata["help"] + extra, nullable, f.metadata["choices"]))
+        out.append(Field(name, kind, f.metadata["help"] + extra, nullable, config.choices(f)))
     return out
 
 
@@ -277,16 +277,6 @@ def resumable(outputs: Path, job: Job) -> bool:
     if job.command not in TRAINING or job.state not in ("stopped", "failed", "crashed"):
         return False
     return next(j for j in load(outputs) if j.run == job.run).name == job.name
-
-
-def run_status(outputs: Path, name: str, recorded: str | None) -> str | None:
-    """A run's status: run.json's, except `crashed` for a run recorded as running whose newest job,
-    started by the app, is gone (a run started in a terminal is taken at its word)."""
-    if recorded != "running":
-        return recorded
-    run = str((outputs / name).resolve())
-    newest = next((j for j in load(outputs) if j.run == run and j.command in TRAINING), None)
-    return "crashed" if newest is not None and newest.state in ENDED else recorded
 
 
 def stop(outputs: Path, job: Job, grace_s: float = GRACE_S) -> None:

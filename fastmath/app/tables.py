@@ -19,8 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from fastmath import config, runs
-from fastmath.app import jobs
+from fastmath import config, runs, stages
 from fastmath.errors import FastmathError
 from fastmath.grading import numbers_equal, outcome, truncate_at_new_question
 from fastmath.hub import looks_like_path
@@ -33,17 +32,6 @@ KINDS = ("correct", "wrong number", "no answer", "truncated")
 ERROR_KINDS = KINDS[1:]
 # What a table shows where there is no value: never None, NaN or an empty cell.
 MISSING = "—"
-# The Run page's charts: a title, and the metrics.jsonl columns it draws (names or patterns), when present.
-METRIC_GROUPS: dict[str, tuple[str, ...]] = {
-    "Loss": ("loss",),
-    "Learning rate": ("learning_rate",),
-    "DPO rewards": ("rewards/chosen", "rewards/rejected"),
-    "DPO reward margin and accuracy": ("rewards/margins", "rewards/accuracies"),
-    "GRPO reward": ("reward", "reward_std", r"rewards/.+/mean"),
-    "GRPO groups whose rewards all agree": ("frac_reward_zero_std",),
-    "Completion length": ("completions/mean_length",),
-    "KL to the reference": ("kl",),
-}
 # A number as the model writes it, for highlighting: `18`, `$1,000.50`, `-3/4`, `１８`.
 _NUMBER_TEXT = re.compile(r"-?(?:[$¥￥€£]\s?)?[0-9０-９][0-9０-９,，]*(?:\.[0-9]+)?(?:/[0-9]+)?")
 
@@ -200,7 +188,7 @@ class RunFiles:
     summary: dict[str, Any] = field(default_factory=dict)
     evals: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (dataset, strategy) -> figures
     broken: list[str] = field(default_factory=list)
-    status: str = MISSING  # run.json's, or `crashed` when the process the app started for it is gone
+    status: str = MISSING  # run.json's, or `crashed` when the process writing it is gone (runs.status)
 
     @property
     def status_text(self) -> str:
@@ -221,7 +209,7 @@ def read_run(root: Path, name: str) -> RunFiles:
             files.broken.append(f"eval/{dataset}/summary.json")
             continue
         files.evals.update({(dataset, strategy): f for strategy, f in figures.items()})
-    files.status = jobs.run_status(root, name, files.meta.get("status")) or MISSING
+    files.status = runs.status(run, files.meta) or MISSING
     return files
 
 
@@ -328,7 +316,7 @@ def compare_default(root: Path) -> list[str]:
 def default_run(root: Path) -> str | None:
     """The run to show first: one training now, else the leaderboard's best, else the newest."""
     names = run_names(root)
-    running = [n for n in names if jobs.run_status(root, n, runs.read(root / n).get("status")) == "running"]
+    running = [n for n in names if runs.status(root / n) == "running"]
     if running:
         return running[-1]
     return best_run(root) or (names[-1] if names else None)
@@ -403,11 +391,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def stage_keys(stage: str | None) -> set[str]:
     """The recipe keys a stage reads (none for a base model, which has no recipe)."""
-    return (
-        {name for name, _, _ in config.keys(config.STAGE_SECTIONS[stage], stage)}
-        if stage in config.STAGE_SECTIONS
-        else set()
-    )
+    if stage is None or stage not in stages.registry():
+        return set()
+    return {name for name, _, _ in config.keys(config.stage_sections(stage), stage)}
 
 
 def recipe_diff(recipes: dict[str, tuple[str | None, dict[str, Any]]]) -> pd.DataFrame:
@@ -434,10 +420,10 @@ def metric_series(frame: pd.DataFrame, columns: Iterable[str], label: str = "ser
 
 
 def metric_groups(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """METRIC_GROUPS that `frame` has columns for, each as `metric_series`."""
+    """The stages' metric groups (`stages.metric_groups`) that `frame` has columns for, each as `metric_series`."""
     if "step" not in frame.index.names:
         return {}
-    groups = {title: metric_series(frame, columns) for title, columns in METRIC_GROUPS.items()}
+    groups = {title: metric_series(frame, columns) for title, columns in stages.metric_groups().items()}
     return {title: long for title, long in groups.items() if not long.empty}
 
 
@@ -465,7 +451,9 @@ class Progress:
 
 
 def _last(frame: pd.DataFrame, column: str) -> Any:
-    values = frame[column].dropna() if column in frame else ()
+    if column not in frame:
+        return None
+    values = frame[column].dropna()
     return values.iloc[-1].item() if len(values) else None
 
 

@@ -107,7 +107,7 @@ def line_chart(long: pd.DataFrame, series: str, y_title: str, height: int = 280)
 
 
 def curves(frame: pd.DataFrame) -> None:
-    """The run's metric groups (tables.METRIC_GROUPS) that it logged, one chart each."""
+    """The run's metric groups (stages.metric_groups()) that it logged, one chart each."""
     for title, long in tables.metric_groups(frame).items():
         st.subheader(t(title))
         line_chart(long, "series", t(title))
@@ -197,7 +197,8 @@ class Writing:
     offer the one Stop button meanwhile (the page's script is never busy waiting on the model)."""
 
     def __init__(self, solution: Any, gold: str | None) -> None:
-        self.solution, self.gold, self.error = solution, gold, None
+        self.solution, self.gold = solution, gold
+        self.error: str | None = None
         self._thread = threading.Thread(target=self._write, name="fastmath-app-solve", daemon=True)
         self._thread.start()
 

@@ -36,20 +36,11 @@ from fastmath import resources, runs, tasks
 from fastmath.config import EvalConfig, Recipe
 from fastmath.data import Fields, Problem
 from fastmath.errors import FastmathError
+from fastmath.eval import strategies
 from fastmath.eval.prompting import Setup, Solution, select_shots, shot_pool
-from fastmath.eval.strategies import STRATEGIES
-from fastmath.eval.tot import tot_budget
 from fastmath.grading import outcome
 from fastmath.io import JsonlAppender, atomic_write_json, atomic_write_text, exclusive, read_jsonl
 from fastmath.log import log
-
-# Settings that change a strategy's results beyond those every summary records.
-STRATEGY_SETTINGS = {
-    "few_shot": ("num_shots",),
-    "self_consistency": ("sc_samples", "temperature"),
-    "tot": ("tot_breadth", "tot_depth", "tot_proposals", "temperature"),
-    "pot": ("unsafe_no_os_sandbox",),
-}
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -136,11 +127,7 @@ def settings_of(setup: Setup, strategy: str, meta: dict[str, Any]) -> dict[str, 
     results, and resuming under other settings is refused rather than mixing two evaluations."""
     cfg = setup.cfg
     settings = {**meta, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
-    settings |= {key: getattr(cfg, key) for key in STRATEGY_SETTINGS.get(strategy, ())}
-    if strategy == "few_shot":
-        settings["exemplars"] = {lang: [p.id for p in shots] for lang, shots in setup.shots.items()}
-    if strategy == "tot":
-        settings["call_budget"] = tot_budget(cfg)
+    settings |= strategies.get(strategy).settings(setup)  # the strategy's own (its record says which)
     if setup.system:
         settings["system_prompt"] = setup.system
     return settings
@@ -229,7 +216,7 @@ def _evaluate_locked(
         total=len(problems), initial=len(problems) - len(todo), unit="problem", desc=strategy, disable=not progress
     )
     with JsonlAppender(path) as out, bar:
-        for i, solution in STRATEGIES[strategy].solve(setup, [(p.question, p.lang) for p in todo]):
+        for i, solution in strategies.get(strategy).solve(setup, [(p.question, p.lang) for p in todo]):
             out.write(_record(todo[i], solution, meta.get("tolerance", 0.0)))
             bar.update()
     wall = time.perf_counter() - start

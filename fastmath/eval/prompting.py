@@ -1,5 +1,6 @@
-"""What a prompt strategy puts to the model: the prompt text (data, in prompts.yaml), the chat
-messages of each strategy, few-shot exemplars, and the `Setup` strategies run with.
+"""What prompt strategies are built from: the prompt text (data, in prompts.yaml), dialogues,
+few-shot exemplars, what a strategy's messages may use (`Ask`) and the `Setup` strategies run with.
+Each strategy's own messages are in its record (`strategies`).
 
 Every strategy speaks the language of the problem (English or Chinese) and asks for the final
 line SFT trains on ("The answer is N." / "答案是 N。"), so one grader reads them all.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +19,9 @@ import yaml
 from fastmath import resources
 from fastmath.config import EvalConfig
 from fastmath.data import Problem, load_problems
-from fastmath.errors import FastmathError
-from fastmath.eval.generation import Decoding, Generation, generate, generate_batches
+from fastmath.generation import Decoding, Generation, generate, generate_batches
 from fastmath.grading import final_answer_line
-from fastmath.prompts import SYSTEM_PROMPTS, chat_messages, prompt_text
+from fastmath.prompts import SYSTEM_PROMPTS, prompt_text
 
 Messages = list[dict[str, str]]
 Question = tuple[str, str]  # (question, language)
@@ -69,39 +69,28 @@ def select_shots(pool: Sequence[Problem], k: int, seed: int, exclude: frozenset[
     return random.Random(seed).sample(allowed, min(k, len(allowed)))
 
 
-def build_messages(
-    strategy: str,
-    question: str,
-    lang: str,
-    *,
-    exemplars: Sequence[Problem] | None = None,
-    num_shots: int = EvalConfig.num_shots,
-    seed: int = EvalConfig.seed,
-    system: str | None = None,
-) -> Messages:
-    """The chat messages `strategy` puts to the model (for tot: its proposals; self_consistency: cot's).
+@dataclass(frozen=True)
+class Ask:
+    """What a strategy's messages may use besides the question: the system prompt SFT trains with
+    (a run's data.system_prompt; None: the built-in one), and few-shot exemplars (None: `num_shots`
+    drawn with `seed` from `shot_pool`)."""
 
-    few_shot uses `exemplars` when given, else `num_shots` drawn with `seed` from `shot_pool(lang)`.
-    `system` replaces the system prompt SFT trains with (a recipe's data.system_prompt), where a
-    strategy uses that one; structured_cot and pot keep their own instructions.
-    """
-    system = system or SYSTEM_PROMPTS[lang]
-    if strategy in ("zero_shot", "tot"):
-        return chat_messages(question, lang, system)
-    if strategy == "few_shot":
-        shots = exemplars if exemplars is not None else select_shots(shot_pool(lang), num_shots, seed)
-        return dialogue(system, [(p.question, p.target()) for p in shots], question)
-    if strategy in ("cot", "self_consistency"):
-        shots = [(q, cot_solution(lang, i)) for i, (q, _, _) in enumerate(COT_EXEMPLARS[lang])]
-        return dialogue(system, shots, question)
-    if strategy == "zero_shot_cot":
-        return chat_messages(f"{question.strip()}\n{TEXT['zero_shot_cot_trigger'][lang]}", lang, system)
-    if strategy == "structured_cot":
-        return dialogue(TEXT["structured_cot_system"][lang], [], question)
-    if strategy == "pot":
-        shots = [(COT_EXEMPLARS[lang][i][0], f"```python\n{code}```") for i, code in POT_EXEMPLARS[lang]]
-        return dialogue(TEXT["pot_system"][lang], shots, question)
-    raise FastmathError(f"unknown strategy {strategy!r}")
+    system: str | None = None
+    exemplars: Sequence[Problem] | None = None
+    num_shots: int = EvalConfig.num_shots
+    seed: int = EvalConfig.seed
+
+    def system_for(self, lang: str) -> str:
+        return self.system or SYSTEM_PROMPTS[lang]
+
+    def shots(self, lang: str) -> Sequence[Problem]:
+        return (
+            self.exemplars if self.exemplars is not None else select_shots(shot_pool(lang), self.num_shots, self.seed)
+        )
+
+
+# A strategy's chat messages for (question, language, what else it may use).
+MessageFn = Callable[[str, str, Ask], Messages]
 
 
 @dataclass
@@ -125,24 +114,12 @@ class Setup:
     shots: dict[str, list[Problem]] = field(default_factory=dict)
     system: str | None = None  # the run's data.system_prompt; None = the one SFT trains with by default
 
-    def prompts(self, strategy: str, questions: Sequence[Question]) -> list[str]:
-        """The rendered prompt of `strategy` for every question."""
-        cfg = self.cfg
-        return [
-            prompt_text(
-                self.tokenizer,
-                build_messages(
-                    strategy,
-                    q,
-                    lang,
-                    exemplars=self.shots.get(lang),
-                    num_shots=cfg.num_shots,
-                    seed=cfg.seed,
-                    system=self.system,
-                ),
-            )  # fmt: skip
-            for q, lang in questions
-        ]
+    def ask(self, lang: str) -> Ask:
+        return Ask(self.system, self.shots.get(lang), self.cfg.num_shots, self.cfg.seed)
+
+    def prompts(self, messages: MessageFn, questions: Sequence[Question]) -> list[str]:
+        """The rendered prompt of a strategy's `messages` for every question."""
+        return [prompt_text(self.tokenizer, messages(q, lang, self.ask(lang))) for q, lang in questions]
 
     def decoding(self, **options: Any) -> Decoding:
         """Decoding options with this evaluation's seed and answer length unless given."""

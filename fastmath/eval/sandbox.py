@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import os
 import re
@@ -312,36 +311,6 @@ def run_program(
     return _run(code, timeout_s, memory_mb, None if problem is not None else shutil.which(BWRAP))
 
 
-def main(inv) -> int:
-    """`python -m fastmath sandbox PROGRAM.py`: run a program file as PoT runs one, print JSON.
-
-    Exit status 0 when the program ran cleanly, 1 when it failed (the JSON says why).
-    """
-    args = inv.args
-    result = run_program(
-        _read_program(args.program),
-        timeout_s=args.timeout,
-        memory_mb=args.memory_mb,
-        allow_unsafe=args.unsafe_no_os_sandbox,
-    )
-    shown = {"ok": result.ok, "answer": result.answer, "stdout": result.stdout, "error": result.error,
-             "isolation": result.isolation, "limits": list(result.limits)}  # fmt: skip
-    print(json.dumps(shown, ensure_ascii=False, indent=2))
-    return 0 if result.ok else 1
-
-
-def _read_program(path: Path) -> str:
-    """The program file's text, or a FastmathError that names the file and the problem."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FastmathError(f"program file {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise FastmathError(f"program file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
-    except OSError as exc:
-        raise FastmathError(f"cannot read program file {path}: {exc.strerror or exc}") from None
-
-
 def _bwrap_problem(bwrap: str) -> tuple[str, str] | None:
     """(Why bubblewrap cannot isolate programs here, the fix), or None: a real run, once per BWRAP value."""
     with _probe_lock:
@@ -544,7 +513,6 @@ def _printable(text: str) -> str:
 def _start(argv: list[str], cwd: str, fds: tuple[int, ...], user: int | None) -> subprocess.Popen[bytes]:
     """Start the child in its own session, so that killing its process group ends everything it started;
     as `user` (uid and gid, no supplementary groups) when given."""
-    drop = {} if user is None else {"user": user, "group": user, "extra_groups": []}
     try:
         return subprocess.Popen(
             argv,
@@ -556,7 +524,9 @@ def _start(argv: list[str], cwd: str, fds: tuple[int, ...], user: int | None) ->
             close_fds=True,
             pass_fds=fds,
             start_new_session=True,
-            **drop,
+            user=user,
+            group=user,
+            extra_groups=None if user is None else [],
         )
     except OSError as exc:
         raise FastmathError(f"cannot start the program sandbox ({argv[0]}): {exc}") from exc

@@ -78,7 +78,7 @@ _NR, _ARCH, _ARG1 = 0, 4, 24  # offsets in struct seccomp_data (the low word of 
 def call_numbers(table: dict[str, tuple[int | None, int | None]], machine: str) -> dict[str, int]:
     """Each call's number on `machine`, leaving out those it lacks."""
     column = ARCHES[machine][1]
-    return {name: row[column] for name, row in table.items() if row[column] is not None}
+    return {name: number for name, row in table.items() if (number := row[column]) is not None}
 
 
 def refusal_names(machine: str) -> dict[int, str]:

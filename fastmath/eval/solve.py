@@ -20,16 +20,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from fastmath.errors import FastmathError
-from fastmath.eval.generation import Stream
+from fastmath.eval import strategies
 from fastmath.eval.prompting import Setup
-from fastmath.eval.strategies import PROMPT_STRATEGIES, RUN_ON_STOPS, STRATEGIES
+from fastmath.eval.strategies import RUN_ON_STOPS
+from fastmath.generation import Stream
 from fastmath.grading import extract_answer
 from fastmath.prompts import detect_language
 
 
 def solve_one(setup: Setup, question: str, strategy: str) -> dict[str, Any]:
     """One question through one strategy (no gold, so no outcome): completion, pred, tokens, ..."""
-    ((_, solution),) = STRATEGIES[strategy].solve(setup, [(question, detect_language(question))])
+    ((_, solution),) = strategies.get(strategy).solve(setup, [(question, detect_language(question))])
     return {"completion": solution.completion, "pred": solution.pred, "tokens": solution.tokens,
             "finish_reason": solution.finish_reason, **solution.extra}  # fmt: skip
 
@@ -42,8 +43,7 @@ class Solution:
     """
 
     def __init__(self, setup: Setup, question: str, strategy: str, timeout_s: float | None = None):
-        if strategy not in STRATEGIES:
-            raise FastmathError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        self.record = strategies.get(strategy)  # an unknown strategy is an error naming the known ones
         if not question.strip():
             raise FastmathError("the problem is empty: type a math problem first")
         self.setup, self.question, self.strategy, self.timeout_s = setup, question.strip(), strategy, timeout_s
@@ -60,7 +60,7 @@ class Solution:
             self._stream.stop()
 
     def __iter__(self) -> Iterator[str]:
-        chunks = self._streamed() if self.strategy in PROMPT_STRATEGIES else self._procedure()
+        chunks = self._streamed() if self.record.streams else self._procedure()
         try:
             for chunk in chunks:
                 self.text += chunk
@@ -70,7 +70,7 @@ class Solution:
 
     def _streamed(self) -> Iterator[str]:
         setup = self.setup
-        self.prompt = setup.prompts(self.strategy, [(self.question, detect_language(self.question))])[0]
+        self.prompt = setup.prompts(self.record.messages, [(self.question, detect_language(self.question))])[0]
         decoding = setup.decoding(stop=RUN_ON_STOPS)
         self._stream = Stream(setup.model, setup.tokenizer, self.prompt, decoding, self.timeout_s)
         if self._halt.is_set():

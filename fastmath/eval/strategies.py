@@ -1,7 +1,10 @@
-"""Prompt strategies: how a question is put to the model, and how its answer is read back.
+"""The strategy registry: how a question is put to the model, and how its answer is read back.
 
-The first five are one greedy generation of `prompting.build_messages` (PROMPT_STRATEGIES); the
-last three are procedures over several generations or a program run:
+One record per strategy (`Strategy`): its messages, its procedure, the settings that change its
+answers (recorded with its results), and whether it streams. Evaluation and `solve` read only the
+record, so a new strategy is one file: a `Strategy` here, or from another package through the
+`fastmath.strategies` entry point group (`plugins`). The first five are one greedy generation of
+their messages (they stream); the last three are procedures over several generations or a program run:
 
 - zero_shot: exactly `prompts.chat_messages`, the prompt a fine-tuned model was trained on.
 - few_shot: k worked solutions from the TRAIN split (fixed seed; any exemplar whose question is
@@ -22,38 +25,64 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
-from fastmath.config import STRATEGY_NAMES
+from fastmath import plugins
+from fastmath.config import STRATEGY_NAMES, strategy_names
+from fastmath.errors import FastmathError
 from fastmath.eval import tot
-from fastmath.eval.generation import Generation
-from fastmath.eval.prompting import Question, Setup, Solution
+from fastmath.eval.prompting import (
+    COT_EXEMPLARS,
+    POT_EXEMPLARS,
+    TEXT,
+    Ask,
+    MessageFn,
+    Messages,
+    Question,
+    Setup,
+    Solution,
+    cot_solution,
+    dialogue,
+)
 from fastmath.eval.sandbox import extract_program, program_answer
+from fastmath.generation import Generation
 from fastmath.grading import extract_answer
+from fastmath.prompts import chat_messages
 
 # Lines with which a model that ignores the end of its turn starts inventing the next problem.
 RUN_ON_STOPS = ("\nQuestion:", "\n\nQ:", "\n问题：")
 SANDBOX_WORKERS = min(8, os.cpu_count() or 1)
-PROMPT_STRATEGIES = ("zero_shot", "few_shot", "cot", "zero_shot_cot", "structured_cot")
 
-Solver = Callable[[Setup, Sequence[Question]], Iterator[tuple[int, Solution]]]
+Answers = Iterator[tuple[int, Solution]]  # (question index, solution) as answers complete, in any order
+
+
+def _no_settings(setup: Setup) -> dict[str, Any]:
+    return {}
 
 
 @dataclass(frozen=True)
 class Strategy:
     name: str
     description: str  # one line, for tables and the app
-    solve: Solver  # yields (question index, solution) as answers complete, in any order
+    messages: MessageFn  # what it puts to the model (a procedure's first prompt)
+    # None: one greedy generation of `messages`, whose answer the grader reads; else how it solves
+    procedure: Callable[[Strategy, Setup, Sequence[Question]], Answers] | None = None
+    settings: Callable[[Setup], dict[str, Any]] = _no_settings  # what changes its answers, recorded
+
+    @property
+    def streams(self) -> bool:
+        """One generation of its messages, shown token by token; a procedure's answer comes whole."""
+        return self.procedure is None
+
+    def solve(self, setup: Setup, questions: Sequence[Question]) -> Answers:
+        return (self.procedure or _prompted)(self, setup, questions)
 
 
-def _prompted(strategy: str) -> Solver:
+def _prompted(strategy: Strategy, setup: Setup, questions: Sequence[Question]) -> Answers:
     """One greedy generation of the strategy's prompt; the grader reads its answer."""
-
-    def solve(setup: Setup, questions: Sequence[Question]) -> Iterator[tuple[int, Solution]]:
-        for batch in setup.batches(setup.prompts(strategy, questions), stop=RUN_ON_STOPS):
-            for i, (g,) in batch:
-                yield i, Solution(g.text, extract_answer(g.text), g.tokens, g.finish_reason)
-
-    return solve
+    for batch in setup.batches(setup.prompts(strategy.messages, questions), stop=RUN_ON_STOPS):
+        for i, (g,) in batch:
+            yield i, Solution(g.text, extract_answer(g.text), g.tokens, g.finish_reason)
 
 
 def _vote(samples: list[Generation]) -> Solution:
@@ -68,10 +97,10 @@ def _vote(samples: list[Generation]) -> Solution:
     return Solution(shown.text, pred, sum(g.tokens for g in samples), shown.finish_reason, {"samples": record})
 
 
-def _self_consistency(setup: Setup, questions: Sequence[Question]) -> Iterator[tuple[int, Solution]]:
+def _self_consistency(strategy: Strategy, setup: Setup, questions: Sequence[Question]) -> Answers:
     cfg = setup.cfg
     for batch in setup.batches(
-        setup.prompts("self_consistency", questions),
+        setup.prompts(strategy.messages, questions),
         stop=RUN_ON_STOPS,
         do_sample=True,
         temperature=cfg.temperature,
@@ -92,25 +121,119 @@ def run_program(g: Generation, allow_unsafe: bool = False) -> Solution:
     return Solution(g.text, extract_answer(printed) if printed else None, g.tokens, g.finish_reason, extra)
 
 
-def _pot(setup: Setup, questions: Sequence[Question]) -> Iterator[tuple[int, Solution]]:
+def _pot(strategy: Strategy, setup: Setup, questions: Sequence[Question]) -> Answers:
     unsafe = setup.cfg.unsafe_no_os_sandbox
     with ThreadPoolExecutor(SANDBOX_WORKERS) as pool:  # programs run while the next batch waits
-        for batch in setup.batches(setup.prompts("pot", questions), stop=RUN_ON_STOPS):
+        for batch in setup.batches(setup.prompts(strategy.messages, questions), stop=RUN_ON_STOPS):
             solutions = pool.map(lambda g: run_program(g, unsafe), [samples[0] for _, samples in batch])
             yield from zip([i for i, _ in batch], solutions, strict=True)
+
+
+# --- each strategy's messages ---------------------------------------------------------------------
+
+
+def _zero_shot(question: str, lang: str, ask: Ask) -> Messages:
+    return chat_messages(question, lang, ask.system_for(lang))
+
+
+def _few_shot(question: str, lang: str, ask: Ask) -> Messages:
+    return dialogue(ask.system_for(lang), [(p.question, p.target()) for p in ask.shots(lang)], question)
+
+
+def _cot(question: str, lang: str, ask: Ask) -> Messages:
+    shots = [(q, cot_solution(lang, i)) for i, (q, _, _) in enumerate(COT_EXEMPLARS[lang])]
+    return dialogue(ask.system_for(lang), shots, question)
+
+
+def _zero_shot_cot(question: str, lang: str, ask: Ask) -> Messages:
+    return chat_messages(f"{question.strip()}\n{TEXT['zero_shot_cot_trigger'][lang]}", lang, ask.system_for(lang))
+
+
+def _structured_cot(question: str, lang: str, ask: Ask) -> Messages:
+    return dialogue(TEXT["structured_cot_system"][lang], [], question)  # its own instructions, not the run's
+
+
+def _pot_messages(question: str, lang: str, ask: Ask) -> Messages:
+    shots = [(COT_EXEMPLARS[lang][i][0], f"```python\n{code}```") for i, code in POT_EXEMPLARS[lang]]
+    return dialogue(TEXT["pot_system"][lang], shots, question)
+
+
+def _recorded(*keys: str) -> Callable[[Setup], dict[str, Any]]:
+    """Settings: these evaluation keys' values."""
+    return lambda setup: {key: getattr(setup.cfg, key) for key in keys}
+
+
+def _few_shot_settings(setup: Setup) -> dict[str, Any]:
+    exemplars = {lang: [p.id for p in shots] for lang, shots in setup.shots.items()}
+    return {"num_shots": setup.cfg.num_shots, "exemplars": exemplars}
+
+
+def _tot_settings(setup: Setup) -> dict[str, Any]:
+    keys = _recorded("tot_breadth", "tot_depth", "tot_proposals", "temperature")(setup)
+    return {**keys, "call_budget": tot.tot_budget(setup.cfg)}
 
 
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
-        Strategy("zero_shot", "the question alone, as SFT trains on it", _prompted("zero_shot")),
-        Strategy("few_shot", "k worked solutions from the train split as earlier turns", _prompted("few_shot")),
-        Strategy("cot", "8 hand-written step-by-step exemplars ending 'The answer is N.'", _prompted("cot")),
-        Strategy("zero_shot_cot", "the question + 'Let's think step by step.'", _prompted("zero_shot_cot")),
-        Strategy("structured_cot", "fixed sections: known facts, goal, steps, answer", _prompted("structured_cot")),
-        Strategy("tot", "tree of thoughts: beam search over solution lines, judged by a value prompt", tot.solve),
-        Strategy("self_consistency", "cot sampled k times, majority vote (maj@k)", _self_consistency),
-        Strategy("pot", "program of thought: the model writes Python, a sandbox runs it", _pot),
+        Strategy("zero_shot", "the question alone, as SFT trains on it", _zero_shot),
+        Strategy(
+            "few_shot",
+            "k worked solutions from the train split as earlier turns",
+            _few_shot,
+            settings=_few_shot_settings,
+        ),  # fmt: skip
+        Strategy("cot", "8 hand-written step-by-step exemplars ending 'The answer is N.'", _cot),
+        Strategy("zero_shot_cot", "the question + 'Let's think step by step.'", _zero_shot_cot),
+        Strategy("structured_cot", "fixed sections: known facts, goal, steps, answer", _structured_cot),
+        Strategy(
+            "tot",
+            "tree of thoughts: beam search over solution lines, judged by a value prompt",
+            _zero_shot,
+            tot.solve,
+            _tot_settings,
+        ),  # fmt: skip
+        Strategy(
+            "self_consistency",
+            "cot sampled k times, majority vote (maj@k)",
+            _cot,
+            _self_consistency,
+            _recorded("sc_samples", "temperature"),
+        ),  # fmt: skip
+        Strategy(
+            "pot",
+            "program of thought: the model writes Python, a sandbox runs it",
+            _pot_messages,
+            _pot,
+            _recorded("unsafe_no_os_sandbox"),
+        ),  # fmt: skip
     )
 }
-assert tuple(STRATEGIES) == STRATEGY_NAMES, "config.STRATEGY_NAMES lists the strategies a recipe may name"
+assert tuple(STRATEGIES) == STRATEGY_NAMES, "config.STRATEGY_NAMES lists the built-in strategies a recipe may name"
+
+
+def get(name: str) -> Strategy:
+    """A strategy's record: a built-in one, or an installed plugin's."""
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if name in plugins.names(plugins.STRATEGIES):
+        return plugins.load(plugins.STRATEGIES, name, Strategy)
+    raise FastmathError(f"unknown strategy {name!r}: expected one of {', '.join(strategy_names())}")
+
+
+def build_messages(
+    strategy: str,
+    question: str,
+    lang: str,
+    *,
+    exemplars: Sequence[Any] | None = None,
+    num_shots: int = Ask.num_shots,
+    seed: int = Ask.seed,
+    system: str | None = None,
+) -> Messages:
+    """The chat messages `strategy` puts to the model (for tot: its proposals; self_consistency: cot's).
+
+    `system` replaces the system prompt SFT trains with (a recipe's data.system_prompt), where a
+    strategy uses that one; structured_cot and pot keep their own instructions.
+    """
+    return get(strategy).messages(question, lang, Ask(system, exemplars, num_shots, seed))

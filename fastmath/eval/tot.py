@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from fastmath.config import EvalConfig
-from fastmath.eval.generation import auto_batch_size
-from fastmath.eval.prompting import TEXT, Question, Setup, Solution, dialogue
+from fastmath.eval.prompting import TEXT, MessageFn, Question, Setup, Solution, dialogue
+from fastmath.generation import auto_batch_size
 from fastmath.grading import extract_answer, final_answer_line
 from fastmath.prompts import SYSTEM_PROMPTS, prompt_text
 
@@ -46,9 +47,10 @@ def tot_budget(cfg: EvalConfig) -> int:
     return cfg.tot_depth * (per_round + per_round)
 
 
-def _propose_prompt(setup: Setup, question: Question, state: State) -> str:
-    """The zero-shot prompt with the lines so far as the start of the answer: the model writes the next."""
-    return setup.prompts("tot", [question])[0] + "".join(f"{s}\n" for s in state.steps)
+def _propose_prompt(setup: Setup, messages: MessageFn, question: Question, state: State) -> str:
+    """The strategy's prompt (zero-shot's) with the lines so far as the start of the answer: the model
+    writes the next."""
+    return setup.prompts(messages, [question])[0] + "".join(f"{s}\n" for s in state.steps)
 
 
 def _value_prompt(setup: Setup, question: Question, state: State) -> str:
@@ -70,7 +72,7 @@ def _extend(state: State, step: str, lang: str) -> State:
     return State(state.steps + (step,), done=FINAL_PHRASE[lang] in step.lower())
 
 
-def _search(setup: Setup, questions: dict[int, Question]) -> Iterator[tuple[int, Solution]]:
+def _search(setup: Setup, messages: MessageFn, questions: dict[int, Question]) -> Iterator[tuple[int, Solution]]:
     """One group of problems, searched in lock-step (see the module docstring)."""
     cfg = setup.cfg
     beams = {i: [State(())] for i in questions}
@@ -80,7 +82,7 @@ def _search(setup: Setup, questions: dict[int, Question]) -> Iterator[tuple[int,
         if not open_states:
             break
         proposals = setup.generate(
-            [_propose_prompt(setup, questions[i], s) for i, s in open_states],
+            [_propose_prompt(setup, messages, questions[i], s) for i, s in open_states],
             max_new_tokens=min(cfg.max_new_tokens, STEP_TOKENS),
             stop=("\n",),
             do_sample=True,
@@ -115,8 +117,10 @@ def _search(setup: Setup, questions: dict[int, Question]) -> Iterator[tuple[int,
         yield i, Solution(completion, extract_answer(completion), tokens[i], "stop" if best.done else "length", extra)
 
 
-def solve(setup: Setup, questions: Sequence[Question]) -> Iterator[tuple[int, Solution]]:
-    """ToT over groups of problems (the batch size, or the automatic one), each group saved as it ends."""
+def solve(strategy: Any, setup: Setup, questions: Sequence[Question]) -> Iterator[tuple[int, Solution]]:
+    """ToT over groups of problems (the batch size, or the automatic one), each group saved as it ends;
+    proposals continue `strategy.messages`."""
     group = setup.cfg.batch_size or auto_batch_size(setup.model, 1)
     for start in range(0, len(questions), group):
-        yield from _search(setup, {i: questions[i] for i in range(start, min(start + group, len(questions)))})
+        chunk = {i: questions[i] for i in range(start, min(start + group, len(questions)))}
+        yield from _search(setup, strategy.messages, chunk)

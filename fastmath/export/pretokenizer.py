@@ -76,7 +76,7 @@ def check(tokenizer_json: dict, name: str, check_text: str = "") -> None:
 
     if name not in REFERENCE:
         raise FastmathError(f"no reference for pre-tokenizer {name!r}; fastmath can check {', '.join(DECLARABLE)}")
-    ref = REFERENCE[name]
+    ref: dict = REFERENCE[name]
     problems = [
         f"{part} is {json.dumps(tokenizer_json.get(part))}, {name}'s is {json.dumps(ref[part])}"
         for part in ("normalizer", "pre_tokenizer")

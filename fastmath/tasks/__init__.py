@@ -119,7 +119,7 @@ def _source(value: Any, where: str) -> Source:
     unknown = sorted(value.keys() - {f.name for f in dataclasses.fields(Source)})
     if unknown:
         raise FastmathError(f"{where}: unknown key {unknown[0]!r}; use file, hub, subset, split, hub_file")
-    src = Source(**{k: (None if v is None else str(v)) for k, v in value.items()})
+    src = Source(**{k: str(v) for k, v in value.items() if v is not None})  # null: the default
     if not (src.file or src.hub):
         raise FastmathError(f"{where} needs a file or a hub dataset")
     return src

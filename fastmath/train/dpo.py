@@ -17,6 +17,7 @@ The base model, its load settings, the LoRA shape and the system prompt come fro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastmath import runs
 from fastmath.config import Recipe
@@ -65,7 +66,7 @@ def run_dpo(recipe: Recipe, sft_run: Path, backend: str, resume: Path | None = N
         changed = backend_changes(requested, config)
         dataset = dpo_dataset(pairs, recipe.data.system_prompt)
         trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
-    info = {"stage": "dpo", "backend": backend, "base_model": recipe.model.name, "parent": sft_run.name}
+    info: dict[str, Any] = {"stage": "dpo", "backend": backend, "base_model": recipe.model.name, "parent": sft_run.name}
     info |= {"pairs": len(pairs), "changed_by_backend": changed}
     train(trainer, tokenizer, run_dir, info, resume=resume is not None, callbacks=callbacks)
     return run_dir

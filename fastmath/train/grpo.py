@@ -6,9 +6,9 @@
     python -m fastmath grpo --resume outputs/<run>
 
 For each problem TRL's GRPOTrainer samples `num_generations` solutions, scores each with
-fastmath's grader (`rewards`: correctness, the final-answer line, an optional overlong penalty,
-weighted as the recipe says) and moves the policy towards the solutions that scored above their
-group's mean. Two things make that work, and are kept here:
+fastmath's grader (`rewards`, chosen by name with weights in `grpo.rewards`: correctness, the
+final-answer line, an optional overlong penalty, or a function of your own) and moves the
+policy towards the solutions that scored above their group's mean. Two things make that work, and are kept here:
 
 - The prompt is exactly the SFT/eval prompt (`prompts.chat_messages` with the run's system
   prompt, rendered by the tokenizer's chat template): asked any other way, a fine-tuned model
@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastmath import hub, runs
+from fastmath import runs
 from fastmath.config import Recipe
 from fastmath.errors import FastmathError
 from fastmath.log import log
-from fastmath.models import check_model_dir
 from fastmath.prompts import chat_messages, prompt_text
 from fastmath.tasks import training_problems
 from fastmath.train import rewards
@@ -59,17 +58,6 @@ def grpo_dataset(problems, tokenizer, recipe: Recipe):
     if not rows:
         raise FastmathError("no problem fits: raise model.max_seq_length or lower grpo.max_completion_length")
     return Dataset.from_list(rows)
-
-
-def reward_functions(recipe: Recipe) -> tuple[list, list[float]]:
-    """The reward functions and their weights; the overlong penalty only when it weighs something."""
-    g = recipe.grpo
-    funcs: list = [rewards.correctness, rewards.answer_format]
-    weights = [g.correctness_weight, g.format_weight]
-    if g.overlong_weight > 0:
-        funcs.append(rewards.Overlong(g.max_completion_length, g.overlong_buffer))
-        weights.append(g.overlong_weight)  # the penalty is negative already
-    return funcs, weights
 
 
 def trainer_class():
@@ -133,9 +121,8 @@ def _warn_if_nothing_to_learn():
 def run_grpo(recipe: Recipe, parent: Path | None, backend: str, resume: Path | None = None, callbacks=()) -> Path:
     """Train the adapter with GRPO as the recipe says; return the run directory."""
     g = recipe.grpo
+    funcs, weights = rewards.reward_functions(g)  # an unknown name or a broken own function fails here, first
     problems = training_problems(recipe.data, g.problems)
-    hub.resolve(recipe.model.name, revision=recipe.model.revision)
-    check_model_dir(recipe.model.name)
     from trl import GRPOConfig
 
     from fastmath.models import load_for_training
@@ -146,7 +133,6 @@ def run_grpo(recipe: Recipe, parent: Path | None, backend: str, resume: Path | N
         gradient_checkpointing=recipe.training.gradient_checkpointing, seed=recipe.training.seed,
     )  # fmt: skip
     dataset = grpo_dataset(problems, tokenizer, recipe)
-    funcs, weights = reward_functions(recipe)
     if parent is not None:
         g.sft_run = str(parent.resolve())
     run_dir = resume or runs.create(recipe, "grpo", parent=parent)

@@ -39,7 +39,7 @@ def pairs_from_samples(row: dict[str, Any]) -> list[dict[str, str]]:
 
 def sample_problems(recipe: Recipe, sft_run: Path, backend: str, samples_path: Path) -> None:
     """Sample and grade solutions to every problem not yet in `samples_path`, appending as chunks finish."""
-    from fastmath.eval.generation import Decoding, generate
+    from fastmath.generation import Decoding, generate
     from fastmath.models import load_for_inference
     from fastmath.prompts import chat_messages, prompt_text
 

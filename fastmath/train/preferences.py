@@ -6,6 +6,7 @@ mined file of thousands does not stop a run; a file with no usable pair is an er
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def load_pairs(path: str | Path, verbose: bool = True) -> list[Pair]:
         if why:
             bad.append(BadRecord(where, why))
             continue
+        r = typing.cast(dict, r)  # _check refused anything that is not an object
         prompt = str(r.get("prompt", r.get("question"))).strip()
         pairs.append(Pair(prompt, str(r["chosen"]).strip(), str(r["rejected"]).strip(), detect_language(prompt)))
     if bad and verbose:

@@ -1,4 +1,6 @@
-"""GRPO's rewards, from fastmath's grader: plain functions with TRL's reward-function signature.
+"""GRPO's rewards, from fastmath's grader: plain functions with TRL's reward-function signature,
+chosen by name with a weight each (`grpo.rewards: {correctness: 1.0, answer_format: 0.2}`); a
+dotted path (`my_module.my_reward`) names a user's own function, imported after the backend.
 
 TRL calls each as `f(prompts=..., completions=..., completion_ids=..., **columns)` once per
 generation batch, one value per completion; `columns` are the dataset's other columns (`gold`,
@@ -8,9 +10,12 @@ generation batch, one value per completion; `columns` are the dataset's other co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from fastmath.config import GRPOConfig
+from fastmath.errors import FastmathError
 from fastmath.grading import final_line_answer, grade
 
 
@@ -45,3 +50,44 @@ class Overlong:
 
     def __call__(self, completion_ids: Sequence[Sequence[int]], **_: Any) -> list[float]:
         return [max(-1.0, min(0.0, (self.start - len(ids)) / self.buffer)) for ids in completion_ids]
+
+
+# The shipped rewards by name, each built from the recipe's grpo section.
+REWARDS: dict[str, Callable[[GRPOConfig], Callable]] = {
+    "correctness": lambda g: correctness,
+    "answer_format": lambda g: answer_format,
+    "overlong": lambda g: Overlong(g.max_completion_length, g.overlong_buffer),  # negative already
+}
+
+
+def _own(path: str) -> Callable:
+    """A user's reward function named `module.function` (or `module:function`)."""
+    module, _, name = path.replace(":", ".").rpartition(".")
+    try:
+        func = getattr(importlib.import_module(module), name)
+    except Exception as e:  # not importable, or no such function: the user's module, named
+        raise FastmathError(f"grpo.rewards: cannot load {path!r} ({type(e).__name__}: {e}); check the "
+                            "module is on PYTHONPATH and defines that function") from None  # fmt: skip
+    if not callable(func):
+        raise FastmathError(f"grpo.rewards: {path!r} is not a function")
+    return func
+
+
+def reward_functions(g: GRPOConfig) -> tuple[list[Callable], list[float]]:
+    """TRL's `reward_funcs` and `reward_weights` from `grpo.rewards`; a weight of 0 leaves its function out."""
+    funcs, weights = [], []
+    for name, weight in g.rewards.items():
+        if weight == 0:
+            continue
+        if name in REWARDS:
+            funcs.append(REWARDS[name](g))
+        elif "." in name or ":" in name:
+            funcs.append(_own(name))
+        else:
+            raise FastmathError(
+                f"grpo.rewards: unknown reward {name!r}; use {', '.join(REWARDS)}, or module.function for your own"
+            )
+        weights.append(weight)
+    if not funcs:
+        raise FastmathError("grpo.rewards: every weight is 0, so nothing rewards anything; give one a weight")
+    return funcs, weights

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastmath import hub, runs
+from fastmath import runs
 from fastmath.config import Recipe
 from fastmath.errors import FastmathError
 from fastmath.log import log
-from fastmath.models import check_model_dir
 from fastmath.tasks import training_problems
 
 
@@ -62,8 +61,6 @@ def run_sft(recipe: Recipe, backend: str, resume: Path | None = None, callbacks:
     """Train a LoRA adapter as the recipe says; return the run directory."""
     # Inputs first: a bad data file or an unreachable hub fails in seconds, before a run directory exists.
     problems = training_problems(recipe.data, recipe.data.limit)
-    hub.resolve(recipe.model.name, revision=recipe.model.revision)
-    check_model_dir(recipe.model.name)
     from trl import SFTConfig, SFTTrainer
 
     from fastmath.models import load_for_training

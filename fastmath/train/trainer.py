@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from fastmath import runs
+from fastmath import runs, stages
 from fastmath.config import Recipe
 from fastmath.io import JsonlAppender, atomic_write_json, read_jsonl
 from fastmath.log import log
@@ -32,7 +32,15 @@ from fastmath.models import torch_dtype, use_4bit
 COUNTS = "fastmath_counts.json"  # saved in each checkpoint-N/
 # Trainer settings a backend may change behind the recipe's back (Unsloth's patched TRL configs
 # turn padding-free and packing off and pick another optimizer): compared after the config is built.
-WATCHED = ("padding_free", "packing", "optim", "bf16", "fp16", "gradient_checkpointing", "per_device_train_batch_size")
+WATCHED: tuple[str, ...] = (
+    "padding_free",
+    "packing",
+    "optim",
+    "bf16",
+    "fp16",
+    "gradient_checkpointing",
+    "per_device_train_batch_size",
+)
 WATCHED += ("loss_type", "beta", "mask_truncated_completions", "epsilon_high", "use_vllm")  # GRPO's
 
 
@@ -98,30 +106,41 @@ def batch_layout(batch: dict[str, Any]) -> str:
     return "plain"
 
 
-class Counts:
-    """Tokens, pad and trained positions of the batches computed, and their layouts."""
+def _rollouts(batch: dict[str, Any]) -> tuple[int, int, int, str]:
+    """GRPO: prompts and sampled completions, each with its mask (no input_ids)."""
+    prompt, completion = batch["prompt_mask"], batch["completion_mask"]
+    real = int(prompt.sum() + completion.sum())
+    pad = prompt.numel() + completion.numel() - real
+    return real, pad, int(completion.sum()), "padded" if pad else "plain"
 
-    def __init__(self) -> None:
+
+def _rows(batch: dict[str, Any], trained: int) -> tuple[int, int, int, str]:
+    ids, mask = batch["input_ids"], batch.get("attention_mask")
+    pad = int((mask == 0).sum()) if isinstance(mask, torch.Tensor) else 0
+    return ids.numel() - pad, pad, trained, batch_layout(batch)
+
+
+# (tokens, pad, trained, layout) of one batch, by the stage's kind of batches (`stages.BATCHES`).
+COUNTERS = {
+    "labels": lambda batch: _rows(batch, int((batch["labels"] != -100).sum())),
+    "completions": lambda batch: _rows(batch, int(batch["completion_mask"].sum())),
+    "rollouts": _rollouts,
+}
+
+
+class Counts:
+    """Tokens, pad and trained positions of the batches computed, and their layouts, counted as
+    the stage's record says its batches are laid out."""
+
+    def __init__(self, batches: str = "labels") -> None:
+        self.count = COUNTERS[batches]
         self.tokens = self.pad = self.trained = 0
         self.layouts: Counter[str] = Counter()
 
     def add(self, batch: dict[str, Any]) -> None:
-        if "completion_ids" in batch and "input_ids" not in batch:  # GRPO: prompts and sampled completions
-            prompt, completion = batch["prompt_mask"], batch["completion_mask"]
-            real = int(prompt.sum() + completion.sum())
-            self.tokens, self.trained = self.tokens + real, self.trained + int(completion.sum())
-            self.pad += prompt.numel() + completion.numel() - real
-            self.layouts["padded" if prompt.numel() + completion.numel() > real else "plain"] += 1
-            return
-        ids, mask = batch["input_ids"], batch.get("attention_mask")
-        pad = int((mask == 0).sum()) if isinstance(mask, torch.Tensor) else 0
-        self.tokens += ids.numel() - pad
-        self.pad += pad
-        if "labels" in batch:  # SFT
-            self.trained += int((batch["labels"] != -100).sum())
-        elif "completion_mask" in batch:  # DPO and GRPO: the completions
-            self.trained += int(batch["completion_mask"].sum())
-        self.layouts[batch_layout(batch)] += 1
+        tokens, pad, trained, layout = self.count(batch)
+        self.tokens, self.pad, self.trained = self.tokens + tokens, self.pad + pad, self.trained + trained
+        self.layouts[layout] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"tokens": self.tokens, "pad": self.pad, "trained": self.trained, "layouts": dict(self.layouts)}
@@ -208,10 +227,11 @@ def reduced(trainer, counts: Counts) -> dict[str, Any]:
 
 def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool = False, callbacks: tuple = ()) -> None:
     """Train (from the last checkpoint when resuming), then save the adapter and write summary.json.
+    `info["stage"]` names the stage, whose record says how its batches are counted.
 
     A run that raises or is interrupted is marked failed/stopped in run.json before the error goes on.
     """
-    counts = Counts()
+    counts = Counts(stages.get(info["stage"]).batches)
     trainer.compute_loss = _counting(trainer.compute_loss, counts)
     clock = {"before": 0.0, "start": time.perf_counter()}
     trainer.add_callback(MetricsCallback(run_dir / runs.METRICS))
@@ -282,6 +302,7 @@ def peak_memory() -> dict[str, Any]:
     if torch.cuda.is_available():
         return {"peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3), "peak_memory_kind": "cuda"}
     status = Path("/proc/self/status")
+    kib: float
     if status.exists():
         kib = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM"))
     else:  # macOS: lifetime peak, in bytes

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fastmath import cli, runs
+from fastmath import cli, runs, stages
 from fastmath.app import i18n, jobs, tables
 from fastmath.errors import FastmathError
 from fastmath.grading import gold_from_answer
@@ -631,7 +631,7 @@ def _literals() -> set[str]:
 
 
 def test_every_label_has_its_chinese(app_outputs, sft_name):
-    words = _literals() | set(tables.METRIC_GROUPS) | set(tables.KINDS) | {k.capitalize() for k in tables.KINDS}
+    words = _literals() | set(stages.metric_groups()) | set(tables.KINDS) | {k.capitalize() for k in tables.KINDS}
     words |= {"running", "stopping", *jobs.ENDED}
     for frame in (tables.leaderboard(app_outputs), tables.runs_table(app_outputs),
                   tables.eval_table(app_outputs / sft_name)):  # fmt: skip

@@ -28,8 +28,10 @@ def _training_run(outputs: Path, name: str = "sft-x", status: str = "running") -
 
 
 def _python(run: Path, code: str) -> jobs.Plan:
-    """A job whose process is a small Python program (the process handling is what is tested)."""
-    return jobs.Plan("sft", (sys.executable, "-c", code), run)
+    """A job whose process is a small Python program (the process handling is what is tested); it
+    takes the run as a stage does (`runs.resume` records its process in run.json)."""
+    claim = f"from pathlib import Path\nfrom fastmath import runs\nruns.resume(Path({str(run)!r}))\n"
+    return jobs.Plan("sft", (sys.executable, "-c", claim + code), run)
 
 
 def _until(condition, seconds: float = 30.0) -> None:
@@ -96,7 +98,7 @@ def test_eval_and_pairs_write_into_the_run_they_read_and_a_run_resumes_as_record
 
 def test_the_form_has_every_key_the_stage_reads_typed_with_the_recipes_values():
     fields = {f.name: f for f in jobs.fields("dpo")}
-    read = {name for name, _, _ in config.keys(config.STAGE_SECTIONS["dpo"], "dpo")}
+    read = {name for name, _, _ in config.keys(config.stage_sections("dpo"), "dpo")}
     assert set(fields) == read - set(jobs.APP_KEYS)
     kinds = {name: (fields[name].kind, fields[name].nullable) for name in fields}
     assert kinds["lora.r"] == ("int", False) and kinds["dpo.beta"] == ("float", False)
@@ -109,7 +111,7 @@ def test_the_form_has_every_key_the_stage_reads_typed_with_the_recipes_values():
     assert {f.name: f.kind for f in jobs.fields("eval")}["eval.strategies"] == "choices"
     values = jobs.defaults("sft", "tiny-sft")
     assert (values["lora.r"], values["training.batching"], values["data.limit"]) == (64, "padding_free", 16)
-    assert jobs.commands() == ["sft", "dpo", "grpo", "pairs", "eval"]  # every stage with recipe sections
+    assert jobs.commands() == ["sft", "pairs", "dpo", "grpo", "eval"]  # every stage, in the registry's order
     grpo = {f.name: f.kind for f in jobs.fields("grpo")}
     assert grpo["grpo.sft_run"] == "run" and grpo["grpo.num_generations"] == "int" and "grpo" in jobs.TRAINING
 
@@ -121,7 +123,8 @@ def test_a_job_is_found_again_by_a_new_app_and_a_reused_pid_is_not_it(tmp_path):
         jobs._children.clear()  # an app restarted since: it knows the job from its file alone
         (found,) = jobs.load(tmp_path)
         assert (found.name, found.pid, found.argv, found.state) == (job.name, job.pid, job.argv, "running")
-        assert jobs.run_status(tmp_path, run.name, "running") == "running"
+        _until(lambda: "process" in runs.read(run))
+        assert runs.status(run) == "running" and tables.read_run(tmp_path, run.name).status_text == "running"
         assert (run / runs.LOG).read_text().startswith(f"\n$ {sys.executable} -c ")  # the command heads its log
         with pytest.raises(FastmathError, match="sft-x already has a command running"):
             jobs.start(tmp_path, _python(run, "pass"), tmp_path)
@@ -130,7 +133,7 @@ def test_a_job_is_found_again_by_a_new_app_and_a_reused_pid_is_not_it(tmp_path):
         record = json.loads(path.read_text())
         path.write_text(json.dumps({**record, "argv": [*record["argv"][:-1], "import time; time.sleep(61)"]}))
         assert jobs.load(tmp_path)[0].state == "crashed"
-        assert tables.read_run(tmp_path, run.name).status_text == "crashed"
+        assert runs.status(run) == "running", "the run's own process still writes it"
     finally:
         _kill(job)
 
@@ -144,7 +147,7 @@ def test_a_training_job_that_vanished_is_crashed_and_one_stopped_early_is_stoppe
     path = tmp_path / jobs.JOBS / f"{job.name}.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "returncode": None}))  # as if no app had seen it end
     assert jobs.load(tmp_path)[0].state == "crashed"  # its run still says running: it died without saying so
-    assert jobs.run_status(tmp_path, run.name, "running") == "crashed"
+    assert runs.status(run) == "crashed" and tables.read_run(tmp_path, run.name).status_text == "crashed"
     path.write_text(json.dumps({**json.loads(path.read_text()), "stop_requested": runs.now()}))
     assert jobs.load(tmp_path)[0].state == "stopped"
 

@@ -9,7 +9,7 @@ import streamlit as st
 from fastmath import runs
 from fastmath.app import tables, ui
 from fastmath.app.i18n import t
-from fastmath.config import STRATEGY_NAMES, EvalConfig
+from fastmath.config import EvalConfig, strategy_names
 from fastmath.errors import FastmathError
 from fastmath.grading import extract_answer
 
@@ -36,7 +36,7 @@ with cols[1]:
     adapter = ui.choose("Adapter", [*adapters, NO_ADAPTER], key="solve_adapter",
                         default=NO_ADAPTER if best_meta.get("stage") == "base" else best, format_func=t)  # fmt: skip
 with cols[2]:
-    strategy = ui.choose("Strategy", list(STRATEGY_NAMES), key="solve_strategy", default=DEFAULT_STRATEGY)
+    strategy = ui.choose("Strategy", list(strategy_names()), key="solve_strategy", default=DEFAULT_STRATEGY)
 question = st.text_area(t("Problem (English or Chinese)"), key="solve_question", height=120)
 expected = st.text_input(t("Expected answer (optional)"), key="solve_expected",
                          help=t("give it and the answer is checked: right or wrong"))  # fmt: skip

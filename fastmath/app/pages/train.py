@@ -35,7 +35,8 @@ def start_form() -> None:
         t("Recipe"), options, index=options.index(shipped) if shipped in options else 0,
         key=f"train_recipe_{command}", persist_state="session", format_func=t,
     )  # fmt: skip
-    recipe, flags = recipes.get(label), ()
+    flags: tuple[str, ...] = ()
+    recipe = recipes.get(label)
     if command == "eval":
         targets = tables.eval_targets(root)
         if not targets:
@@ -68,7 +69,7 @@ def start_form() -> None:
     shown = plan.shell if plan else t("(fix the message above to see the command)")
     with st.container(key="train_preview"):  # the exact command Start runs
         st.code(shown, language="bash", wrap_lines=True)
-    if st.button(t("Start"), type="primary", disabled=plan is None, key="train_start"):
+    if st.button(t("Start"), type="primary", disabled=plan is None, key="train_start") and plan is not None:
         job = jobs.start(root, plan, cwd)
         del st.session_state["train_stamp"]
         st.session_state["train_job"] = job.name

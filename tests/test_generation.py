@@ -12,11 +12,11 @@ import torch
 
 from fastmath.data import load_problems
 from fastmath.errors import FastmathError
-from fastmath.eval.generation import Decoding, Stream, generate, generate_batches
+from fastmath.generation import Decoding, Stream, generate, generate_batches
 from fastmath.grading import extract_answer
 from fastmath.prompts import chat_messages, prompt_text
 
-from ..conftest import GSM8K_TRAIN, REPO
+from .conftest import GSM8K_TRAIN, REPO
 
 pytestmark = pytest.mark.slow
 
