@@ -1,9 +1,11 @@
 """Run directories: every path and file of `outputs/<run>/`, in one place.
 
-    run.json        stage, base model, parent run, start time, status (running | finished | failed | stopped), error
+    run.json        stage, base model, parent run, start time, status (running | finished | failed | stopped
+                    | stalled), error, trackers (references to reopen the tracker runs)
     recipe.yaml     the keys the stage read, as it ran (config.Recipe.to_dict(stage))
     metrics.jsonl   one line per logging step
     summary.json    final figures, written once at the end
+    README.md       the model card (`card`), rewritten after training and after each evaluation
     train.log       what the command printed, when the app started it
     adapter_*       the PEFT adapter (+ tokenizer files); checkpoint-N/ while training
     pairs.jsonl     preference pairs mined from an SFT run (+ .samples.jsonl, .summary.json)
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import re
 import time
@@ -53,6 +56,16 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def hardware() -> str:
+    """What a run trains on, for its summary and model card: the GPUs, else the CPU and its cores."""
+    import torch
+
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return ", ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names))
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -68,6 +81,17 @@ def read(run: str | Path) -> dict[str, Any]:
 
 def _update(run: Path, **fields: Any) -> None:
     atomic_write_json(run / RUN_JSON, {**read(run), **fields})
+
+
+def note(run: Path, **fields: Any) -> None:
+    """Add fields to run.json (tracker references, ...), keeping the rest."""
+    _update(run, **fields)
+
+
+def read_summary(run: Path) -> dict[str, Any]:
+    """summary.json as a dict; {} before the run finished (it is written whole, atomically)."""
+    path = Path(run) / SUMMARY
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def list_runs(root: str | Path, stage: str | None = None) -> list[Path]:
@@ -213,6 +237,11 @@ def fail(run: Path, error: BaseException) -> None:
     status = "stopped" if isinstance(error, KeyboardInterrupt) else "failed"
     reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
     _update(run, status=status, error=reason[:2000], ended=now())
+
+
+def stall(run: Path, reason: str) -> None:
+    """Mark a run that ended early because it learned nothing (`train.health`): never taken as finished."""
+    _update(run, status="stalled", error=reason[:2000])
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastmath import hub, resources, runs
+from fastmath import card, hub, resources, runs
 from fastmath.config import EvalConfig, Recipe
 from fastmath.data import Problem, load_problems
 from fastmath.errors import FastmathError
@@ -297,6 +297,7 @@ def run_eval(
         setup = Setup(model, tokenizer, cfg, shots, recipe.data.system_prompt)
         problems, out_dir = dataset[: cfg.samples], runs.eval_dir(run_dir, name)
         summaries = {s: evaluate(setup, problems, s, out_dir, meta=meta, fresh=fresh) for s in cfg.strategies}
+        card.after_evaluation(run_dir, name, summaries)
         text = comparison_table(summaries)
         log.info(f"\n{name}: {len(problems)} problems\n{text}results: {out_dir}")
         if table:
