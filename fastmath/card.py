@@ -84,11 +84,13 @@ def base_licence(model: str) -> str | None:
 def data_record(run: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     """The training data's name and SHA-256 (a local file's; a hub dataset is named with its split),
     hashed once and kept in run.json, so later cards do not rehash a file that may have changed."""
-    recorded = runs.read(run).get("data")
-    if recorded:
-        return recorded
+    info = runs.read(run)
+    if info.get("data"):
+        return info["data"]
     data = recipe.get("data", {})
-    source = (recipe.get("dpo") or {}).get("pairs") or data.get("train")
+    source = data.get("train")
+    if info.get("stage") == "dpo":  # DPO trains on preference pairs: its own file, or its SFT run's mined ones
+        source = recipe["dpo"].get("pairs") or str(run.parent / str(info.get("parent")) / runs.PAIRS)
     record: dict[str, Any] = {"name": source, "sha256": None}
     path = Path(resources.resolve(source)) if source else None
     if path is not None and path.is_file():
