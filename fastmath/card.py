@@ -122,7 +122,7 @@ def metadata(run: Path, info: dict[str, Any], recipe: dict[str, Any], export: di
     model = info.get("base_model") or ""
     stage = info.get("stage")
     lora = recipe.get("lora")
-    tags = ["fastmath", "math", "gsm8k", *([stage] if stage in METHODS else []), "trl"]
+    tags = ["fastmath", "math", "gsm8k", *([stage, "trl"] if stage in METHODS else [])]
     if lora:
         tags.append("qlora" if recipe["model"].get("load_in_4bit") else "lora")
     train = (recipe.get("data") or {}).get("train") or ""
@@ -143,7 +143,7 @@ def metadata(run: Path, info: dict[str, Any], recipe: dict[str, Any], export: di
     ]
     return ModelCardData(
         base_model=None if looks_like_path(model) else model,
-        library_name=LIBRARY[(export or {}).get("format")],
+        library_name=LIBRARY[(export or {}).get("format")] if stage in METHODS else "transformers",
         license=base_licence(model),
         datasets=[train] if train and not (looks_like_path(train) or train.startswith(resources.SCHEME)) else None,
         pipeline_tag="text-generation",
@@ -155,6 +155,7 @@ def metadata(run: Path, info: dict[str, Any], recipe: dict[str, Any], export: di
 
 def render(run: Path, export: dict[str, Any] | None = None) -> str:
     """The whole card: front matter, then what a reader needs to trust, reproduce and load the model."""
+    run = run.resolve()  # the card's commands work from any folder
     info, summary = runs.read(run), runs.read_summary(run)
     recipe = yaml.safe_load((run / runs.RECIPE).read_text(encoding="utf-8")) if (run / runs.RECIPE).is_file() else {}
     meta = metadata(run, info, recipe, export)
@@ -207,7 +208,7 @@ def _about(run: Path, info: dict[str, Any], summary: dict[str, Any], recipe: dic
 def _evaluation_table(run: Path) -> str:
     found = evaluations(run)
     if not found:
-        return "## Evaluation\n\nNot evaluated yet: `python -m fastmath eval --lora RUN` adds results here."
+        return "## Evaluation\n\nNot evaluated yet: `python -m fastmath eval` adds its results here."
     lines = ["## Evaluation", "",
              "Greedy decoding unless the strategy samples; 95% Wilson intervals; n = problems.", "",
              "| dataset | strategy | accuracy (95% CI) | n | no answer | truncated | max new tokens |",

@@ -178,3 +178,11 @@ def test_a_missing_tracker_package_names_what_to_install(tiny_model, tmp_path):
     p = cli("sft", "tiny-sft", f"model.name={tiny_model}", "training.report_to=tensorboard,trackio",
             f"training.output_dir={tmp_path}")  # fmt: skip
     assert p.returncode == 2 and "pip install trackio" in p.stderr, p.stderr[-2000:]
+
+
+def test_the_base_models_licence_comes_from_its_own_card_never_the_network(tmp_path):
+    from fastmath import card
+
+    (tmp_path / "README.md").write_text("---\nlicense: apache-2.0\n---\n# a base model\n", encoding="utf-8")
+    assert card.base_licence(str(tmp_path)) == "apache-2.0"
+    assert card.base_licence("fastmath-tests/never-downloaded") is None, "only a cached hub card is read"
