@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from fastmath import config, log, resources, runs, stages, tasks
+from fastmath import config, log, resources, runs, stages, tasks, trackers
 from fastmath.config import Recipe
 from fastmath.errors import FastmathError
 from fastmath.io import DiskFull, is_disk_full
@@ -441,6 +441,8 @@ def _resolve(command: Command, args: argparse.Namespace, typed: dict[str, Any]) 
         name = args.recipe or command.recipe
         inv.recipe = config.load_recipe(resources.recipe_path(name) if name else None, {**command.defaults, **typed})
     config.validate(inv.recipe, command.stage)  # type: ignore[arg-type]
+    if command.stage in stages.training():  # a training stage: its trackers must be able to log
+        trackers.check(inv.recipe.training.report_to, inv.recipe.training.output_dir)
     if command.parent is not None:
         inv.parent = command.parent(inv)
         if inv.parent is not None:

@@ -149,7 +149,12 @@ class TrainingConfig:
     seed: int = key(42, "random seed")
     output_dir: str = key("outputs", "runs are written to <output_dir>/<run_name>/")
     run_name: str | None = key(None, "the run's folder name (null = <stage>-<model>-<timestamp>)")
-    report_to: str = key("tensorboard", "extra metrics logger", choices=("tensorboard", "none"))
+    report_to: list[str] = key(
+        ["tensorboard"],
+        "metrics loggers beside metrics.jsonl: tensorboard, mlflow ($MLFLOW_TRACKING_URI, else a SQLite file in "
+        "output_dir), wandb (offline unless $WANDB_MODE=online), trackio (local), or none",
+        choices=("tensorboard", "mlflow", "wandb", "trackio", "none"),
+    )
 
 
 @dataclass
@@ -194,6 +199,13 @@ class GRPOConfig:
     overlong_buffer: int = key(64, "tokens before max_completion_length where the overlong penalty starts",
                                range=AT_LEAST_1)  # fmt: skip
     use_vllm: bool = key(False, "rollouts through vLLM (CUDA, vLLM installed), colocated with training")
+    max_clipped_fraction: float = key(0.5, "health: warn when more completions than this hit max_completion_length",
+                                      range=Range(0, 1))  # fmt: skip
+    max_zero_spread_fraction: float = key(0.9, "health: warn when more groups than this score all the same",
+                                          range=Range(0, 1))  # fmt: skip
+    stalled_steps: int = key(5, "health: steps a fraction must stay above its limit before the warning",
+                             range=AT_LEAST_1)  # fmt: skip
+    stop_when_stalled: bool = key(False, "end the run early, with status stalled, once the health warning fires")
 
 
 @dataclass

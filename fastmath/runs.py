@@ -1,11 +1,13 @@
 """Run directories: every path and file of `outputs/<run>/`, in one place.
 
-    run.json        stage, base model, parent run, start time, status (running | finished | failed | stopped),
-                    error, and the process writing it (pid, host, boot, start): `status` tells a run
-                    whose process died without a word (kill -9, OOM) as `crashed`, whoever started it
+    run.json        stage, base model, parent run, start time, status (running | finished | failed | stopped
+                    | stalled), error, trackers (references to reopen the tracker runs), and the process
+                    writing it (pid, host, boot, start): `status` tells a run whose process died without
+                    a word (kill -9, OOM) as `crashed`, whoever started it
     recipe.yaml     the keys the stage read, as it ran (config.Recipe.to_dict(stage))
     metrics.jsonl   one line per logging step
     summary.json    final figures, written once at the end
+    README.md       the model card (`card`), rewritten after training and after each evaluation
     train.log       what the command printed, when the app started it
     adapter_*       the PEFT adapter (+ tokenizer files); checkpoint-N/ while training
     pairs.jsonl     preference pairs mined from an SFT run (+ .samples.jsonl, .summary.json)
@@ -56,6 +58,16 @@ def library_versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
+
+
+def hardware() -> str:
+    """What a run trains on, for its summary and model card: the GPUs, else the CPU and its cores."""
+    import torch
+
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return ", ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names))
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def now() -> str:
@@ -121,6 +133,17 @@ def status(run: str | Path, meta: dict[str, Any] | None = None) -> str | None:
     if recorded == "running" and isinstance(meta.get("process"), dict) and _process_gone(meta["process"]):
         return "crashed"
     return recorded
+
+
+def note(run: Path, **fields: Any) -> None:
+    """Add fields to run.json (tracker references, ...), keeping the rest."""
+    _update(run, **fields)
+
+
+def read_summary(run: Path) -> dict[str, Any]:
+    """summary.json as a dict; {} before the run finished (it is written whole, atomically)."""
+    path = Path(run) / SUMMARY
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def list_runs(root: str | Path, stage: str | None = None) -> list[Path]:
@@ -267,6 +290,11 @@ def fail(run: Path, error: BaseException) -> None:
     status = "stopped" if isinstance(error, KeyboardInterrupt) else "failed"
     reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
     _update(run, status=status, error=reason[:2000], ended=now())
+
+
+def stall(run: Path, reason: str) -> None:
+    """Mark a run that ended early because it learned nothing (`train.health`): never taken as finished."""
+    _update(run, status="stalled", error=reason[:2000])
 
 
 @contextlib.contextmanager

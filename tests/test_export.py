@@ -474,3 +474,17 @@ def test_run_page_shows_the_export_commands_and_the_exports(monkeypatch, run, ex
     (table,) = [d.value for d in at.dataframe if "folder" in d.value]
     assert {"merged-bf16", "gguf-f16"} <= {Path(p).name for p in table["folder"]}
     assert table.set_index("folder").loc[str(runs.export_dir(run, "gguf", "f16")), "quant"] == "f16"
+
+
+def test_every_export_carries_the_runs_model_card(exported, gguf, run):
+    from huggingface_hub import ModelCard
+
+    for out, library, use in (
+        (exported("merged", "bf16"), "transformers", "AutoModelForCausalLM.from_pretrained"),
+        (gguf("q8_0").parent, "gguf", f"llama-cli -m {run.name}-q8_0.gguf"),
+    ):
+        card = ModelCard.load(out / "README.md")  # parsed offline, as the hub would
+        assert card.data.library_name == library and "qlora" in card.data.tags, out
+        assert use in card.text and "QLoRA (4-bit base weights)" in card.text
+        record = json.loads((out / runs.EXPORT_JSON).read_text())
+        assert record["files"]["README.md"] == (out / "README.md").stat().st_size, "listed with the export's files"

@@ -107,6 +107,7 @@ ZH: dict[str, str] = {
     "stopping": "正在停止",
     "failed": "失败",
     "stopped": "已停止",
+    "stalled": "停滞（GRPO 没有在学习）",
     "crashed": "已崩溃",
     "ended": "已结束",
     # Train

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastmath import resources, runs, tasks
+from fastmath import card, resources, runs, tasks
 from fastmath.config import EvalConfig, Recipe
 from fastmath.data import Fields, Problem
 from fastmath.errors import FastmathError
@@ -296,6 +296,7 @@ def evaluate_tasks(
         task_meta = meta | ({"tolerance": task.tolerance} if task.tolerance else {})
         task_meta |= {"group_by": task.fields.group} if task.fields.group else {}
         summaries = {s: evaluate(setup, problems, s, out_dir, meta=task_meta, fresh=fresh) for s in cfg.strategies}
+        card.after_evaluation(run_dir, task.name, summaries)
         results.append(Evaluated(task, problems, out_dir, summaries))
     return run_dir, meta, results
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fastmath import runs
+from fastmath import card, runs
 from fastmath.errors import FastmathError
 from fastmath.export.pretokenizer import DECLARABLE
 from fastmath.log import log
@@ -199,6 +199,7 @@ def main(inv) -> int:
         del model
         if fmt == "gguf":
             record.update(_gguf(tmp, run, quant, converter_dir, args.pre_tokenizer))
+        card.write_export(tmp, run, record)
         record.update(
             files={p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
             parameters=params,

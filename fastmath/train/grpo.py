@@ -13,8 +13,9 @@ policy towards the solutions that scored above their group's mean. Two things ma
 - The prompt is exactly the SFT/eval prompt (`prompts.chat_messages` with the run's system
   prompt, rendered by the tokenizer's chat template): asked any other way, a fine-tuned model
   rarely answers right and every reward is 0.
-- A group whose samples all score the same teaches nothing (`frac_reward_zero_std`); a first step
-  where that holds for every group is warned about, naming the usual causes.
+- A group whose samples all score the same teaches nothing (`frac_reward_zero_std`), nor does a
+  completion cut at the length limit: `train.health` watches both, warns with the fix, and with
+  `grpo.stop_when_stalled` ends the run early as `stalled`.
 
 The model, load settings, LoRA shape and system prompt come from the SFT run (`fastmath.cli`).
 Rollouts go through `model.generate`, or vLLM with `grpo.use_vllm` on a CUDA machine that has it.
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastmath import runs
+from fastmath import card, runs
 from fastmath.config import Recipe
 from fastmath.errors import FastmathError
 from fastmath.log import log
@@ -101,23 +102,6 @@ def trainer_class():
     return Trainer
 
 
-def _warn_if_nothing_to_learn():
-    """A callback: warns once when every group of the first logged step scored the same."""
-    from transformers import TrainerCallback
-
-    class NothingToLearn(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and logs.get("frac_reward_zero_std") == 1.0 and state.global_step <= args.logging_steps:
-                log.warning(
-                    f"step {state.global_step}: every problem's {args.num_generations} samples scored the same "
-                    f"(mean reward {logs.get('reward', 0):.2f}), so GRPO has nothing to learn from them: is the "
-                    "model asked as it was trained (data.system_prompt), and are the problems neither all solved "
-                    "nor all out of reach (raise grpo.temperature or grpo.num_generations)?"
-                )
-
-    return NothingToLearn()
-
-
 def run_grpo(recipe: Recipe, parent: Path | None, backend: str, resume: Path | None = None, callbacks=()) -> Path:
     """Train the adapter with GRPO as the recipe says; return the run directory."""
     g = recipe.grpo
@@ -126,6 +110,7 @@ def run_grpo(recipe: Recipe, parent: Path | None, backend: str, resume: Path | N
     from trl import GRPOConfig
 
     from fastmath.models import load_for_training
+    from fastmath.train.health import Health
     from fastmath.train.trainer import backend_changes, train, trainer_args
 
     model, tokenizer = load_for_training(
@@ -159,8 +144,11 @@ def run_grpo(recipe: Recipe, parent: Path | None, backend: str, resume: Path | N
         )
     info = {"stage": "grpo", "backend": backend, "base_model": recipe.model.name, "examples": len(dataset)}
     info |= {"parent": parent.name if parent else None, "changed_by_backend": changed}
-    callbacks = (_warn_if_nothing_to_learn(), *callbacks)
-    train(trainer, tokenizer, run_dir, info, resume=resume is not None, callbacks=callbacks)
+    health = Health(g, info)
+    train(trainer, tokenizer, run_dir, info, resume=resume is not None, callbacks=(health, *callbacks))
+    if health.stalled and g.stop_when_stalled and trainer.is_world_process_zero():
+        runs.stall(run_dir, health.stalled)
+        card.write(run_dir)
     return run_dir
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from fastmath import runs, stages
+from fastmath import card, runs, stages, trackers
 from fastmath.config import Recipe
 from fastmath.io import JsonlAppender, atomic_write_json, read_jsonl
 from fastmath.log import log
@@ -73,7 +73,7 @@ def trainer_args(recipe: Recipe, run_dir: Path, backend: str, stage: str) -> dic
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         seed=t.seed,
-        report_to=[] if t.report_to == "none" else [t.report_to],
+        report_to=[name for name in t.report_to if name == "tensorboard"],  # the others: fastmath.trackers
         # Without CUDA, use_cpu makes several processes (accelerate/torchrun) real DDP over gloo.
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
@@ -169,8 +169,8 @@ class MetricsCallback(TrainerCallback):
     processes). On resume, lines past the checkpoint's step are dropped first: they are logged again.
     """
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, sink=None):
+        self.path, self.sink = path, sink  # sink: also given each row (the run's trackers)
         self._last: tuple[float, float] | None = None
         self._out: JsonlAppender | None = None
 
@@ -197,6 +197,8 @@ class MetricsCallback(TrainerCallback):
             self._last = (now, tokens)
         row.update(peak_memory())
         self._out.write(row)
+        if self.sink is not None:
+            self.sink(row)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._out is not None:
@@ -234,7 +236,8 @@ def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool 
     counts = Counts(stages.get(info["stage"]).batches)
     trainer.compute_loss = _counting(trainer.compute_loss, counts)
     clock = {"before": 0.0, "start": time.perf_counter()}
-    trainer.add_callback(MetricsCallback(run_dir / runs.METRICS))
+    tracked = trackers.Trackers()
+    trainer.add_callback(MetricsCallback(run_dir / runs.METRICS, tracked.log))
     trainer.add_callback(_Totals(trainer, counts, clock))
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -248,7 +251,9 @@ def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool 
             counts.load(saved)
         clock["before"] = saved["wall_time_s"]
     reset_peak_memory()
-    with runs.marking_failure(run_dir):
+    with runs.marking_failure(run_dir), tracked:
+        if trainer.is_world_process_zero():
+            tracked.open_for_training(run_dir)
         clock["start"] = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         wall = clock["before"] + time.perf_counter() - clock["start"]
@@ -257,6 +262,7 @@ def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool 
         totals = reduced(trainer, counts)
         if trainer.is_world_process_zero():
             _write_summary(trainer, tokenizer, run_dir, info, result.training_loss, totals, wall)
+            card.write(run_dir)
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()  # under DDP, destroys the process group: no rank aborts at exit
 
@@ -283,6 +289,7 @@ def _write_summary(trainer, tokenizer, run_dir: Path, info: dict[str, Any], trai
             "wall_time_s": round(wall, 2),
             "tokens_per_s": round(totals["tokens"] / max(wall, 1e-9), 1),
             "processes": trainer.accelerator.num_processes,
+            "hardware": runs.hardware(),
             **peak_memory(),
             "versions": runs.library_versions(),
         },
