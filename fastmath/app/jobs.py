@@ -244,11 +244,11 @@ def _state(job: Job, newest: bool) -> str:
     training run: a run.json still saying `running` means the process died without saying so."""
     if _alive(job):
         return "stopping" if job.stop_requested else "running"
+    status = runs.read(job.run).get("status") if job.command in TRAINING and newest else None
     if job.returncode is not None:
         if job.returncode == 0:
-            return "finished"
+            return "stalled" if status == "stalled" else "finished"  # a GRPO run that stopped stalled exits 0
         return "stopped" if job.stop_requested or job.returncode == 130 else "failed"
-    status = runs.read(job.run).get("status") if job.command in TRAINING and newest else None
     if status in (None, "running"):
         return "stopped" if job.stop_requested else "crashed" if status else "ended"
     return status

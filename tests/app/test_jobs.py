@@ -165,3 +165,12 @@ def test_stop_is_ctrl_c_then_sigterm_for_a_process_that_ignores_it(tmp_path):
         assert jobs.load(tmp_path)[0].returncode == -signal.SIGTERM
     finally:
         _kill(job)
+
+
+def test_a_job_whose_run_stopped_stalled_is_stalled_not_finished(tmp_path):
+    """A GRPO run that `grpo.stop_when_stalled` ends exits 0; the app says what its run.json says."""
+    run = _training_run(tmp_path)
+    jobs.start(tmp_path, _python(run, "runs.stall(Path(" + repr(str(run)) + "), 'clipped')"), tmp_path)
+    _until(lambda: jobs.load(tmp_path)[0].state not in ("running", "stopping"))
+    (job,) = jobs.load(tmp_path)
+    assert (job.returncode, job.state, runs.read(run)["status"]) == (0, "stalled", "stalled")
