@@ -32,6 +32,7 @@ import yaml
 
 from fastmath import runs
 from fastmath.errors import FastmathError
+from fastmath.io import exclusive
 from fastmath.log import log
 
 PROJECT = "fastmath"  # MLflow experiment, W&B project, Trackio project
@@ -201,6 +202,9 @@ class WandB:
 
     def close(self, failed: bool = False) -> None:
         self.run.finish(exit_code=1 if failed else 0)
+        # W&B names an offline segment's folder by its start second: a segment reopened within the same
+        # second (the next evaluation) would write into this one's folder. Closing ends that second.
+        time.sleep(1 - time.time() % 1)
 
 
 class Trackio:
@@ -292,15 +296,16 @@ def log_evaluation(run_dir: Path, dataset: str, summaries: dict[str, dict[str, A
         prefix = f"eval/{dataset}/{strategy}"
         metrics |= {f"{prefix}/accuracy": s["accuracy"], f"{prefix}/ci95_low": s["ci95"][0]}
         metrics |= {f"{prefix}/ci95_high": s["ci95"][1], f"{prefix}/n": s["n"]}
-    for name, ref in recorded.items():
-        url = ref["tracking_uri"] if name == "mlflow" else server(name, str(run_dir.parent))
-        problem = _unusable(name, url if url and urlparse(url).scheme in ("http", "https") else None)
-        if problem:
-            log.warning(f"this evaluation is saved, but not logged to {name}: {problem}")
-            continue
-        tracker = CLIENTS[name](ref)
-        try:
-            tracker.log(metrics, step)
-        finally:
-            tracker.close()
-        log.info(f"{name}: logged {dataset} ({', '.join(summaries)}) into run {run_dir.name}")
+    with exclusive(run_dir / "trackers", "the run's trackers", wait=True):  # concurrent evaluations: in turn
+        for name, ref in recorded.items():
+            url = ref["tracking_uri"] if name == "mlflow" else server(name, str(run_dir.parent))
+            problem = _unusable(name, url if url and urlparse(url).scheme in ("http", "https") else None)
+            if problem:
+                log.warning(f"this evaluation is saved, but not logged to {name}: {problem}")
+                continue
+            tracker = CLIENTS[name](ref)
+            try:
+                tracker.log(metrics, step)
+            finally:
+                tracker.close()
+            log.info(f"{name}: logged {dataset} ({', '.join(summaries)}) into run {run_dir.name}")
