@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastmath import runs
+from fastmath import cli, runs
 from fastmath.grading import gold_from_answer
 
 from ..conftest import GSM8K_TRAIN, REPO, free_port
@@ -273,7 +273,7 @@ def test_browser_train_watch_stop_resume_then_the_leaderboard(browser, tiny_mode
         expect(points).to_have_count(30)  # every step once: the resumed run's metrics continue its own
         assert runs.read(run)["status"] == "finished" and "resuming" in (run / runs.LOG).read_text()
 
-        _choose(page, "Command", "eval: evaluate a model/adapter on GSM8K or MGSM under prompt strategies")
+        _choose(page, "Command", f"eval: {cli.COMMANDS['eval'].help}")
         _choose(page, "Recipe", "recipes/browser-sft.yaml")  # its eval: section: 2 sample problems, zero_shot
         _choose(page, "Model to evaluate", name)
         expect(preview).to_contain_text(f"--lora {name}")
