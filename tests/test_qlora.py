@@ -317,3 +317,20 @@ def test_the_backends_agree_at_every_logged_step_of_a_whole_padded_run(curves):
     worst = max(abs(u - h) / h for (_, h), (_, u) in zip(hf, unsloth, strict=True))
     print(f"largest relative difference: {worst:.2e}")
     assert worst < 5e-3, list(zip(hf, unsloth, strict=True))
+
+
+def test_a_4bit_recipe_without_bitsandbytes_is_refused_with_the_fix(monkeypatch):
+    """Never a silent full-precision run: the check every command makes before it loads or writes anything."""
+    from fastmath import models
+    from fastmath.config import ModelConfig
+    from fastmath.errors import FastmathError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        models.importlib.util, "find_spec", lambda name: None if name == "bitsandbytes" else find_spec(name)
+    )
+    with pytest.raises(
+        FastmathError, match=r"needs bitsandbytes: run `make install` \(or set model.load_in_4bit=false\)"
+    ):
+        models.ready_backend(ModelConfig(backend="hf", load_in_4bit=True))
+    assert models.ready_backend(ModelConfig(backend="hf", load_in_4bit=False)) == "hf"
