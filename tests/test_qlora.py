@@ -44,7 +44,8 @@ RESUME_GAP = "4-bit resume: fresh process bf16-rounded grad norms, resumed proce
 # the same computation (measured 0.0); Unsloth computes 4-bit layers with its own kernels, measured up to
 # 4.8e-3 apart on logits of magnitude ~9 (5e-4 relative), so its bound is looser.
 ATOL = {"hf": 1e-4, "unsloth": 1e-2}
-# The tiny model's first-batch loss in 4-bit NF4 against 16-bit: measured 21.9555 vs 21.9581 (0.012%).
+# The tiny model's first-batch loss in 4-bit NF4 against 16-bit: measured 22.4936 vs 22.5035 (4.4e-4) on
+# the quickstart's first batch, 21.9555 vs 21.9581 (1.2e-4) on GSM8K's.
 LOSS_TOLERANCE = 1e-3
 
 
@@ -232,20 +233,6 @@ def test_the_merge_into_the_16bit_base_is_exact_in_fp32_and_measured_in_bf16(cha
     assert figures["bf16 export vs adapter on 16-bit base"]["same_argmax"] >= 0.9
 
 
-def test_first_batch_loss_in_4bit_is_the_16bit_loss_within_tolerance(chain, tiny_model, tmp_path):
-    """The chain's 4-bit SFT against a 16-bit one on the same first batch (LoRA B is zero: the base's loss)."""
-    backend, out, _ = chain
-    run_ok("sft", *sft_args(tiny_model, tmp_path, backend, "fp", "training.max_steps=1", "model.dtype=float32"))
-
-    def first_loss(run: Path) -> float:
-        return json.loads((run / runs.METRICS).read_text().splitlines()[0])["loss"]
-
-    four, sixteen = first_loss(out / "sft"), first_loss(tmp_path / "fp")
-    print(f"\n{backend} first-batch loss: 4-bit {four:.4f}, 16-bit {sixteen:.4f}, {abs(four - sixteen) / sixteen:.2e}")
-    assert abs(four - sixteen) / sixteen < LOSS_TOLERANCE
-    assert json.loads((tmp_path / "fp" / "summary.json").read_text())["4bit"] is None
-
-
 @pytest.fixture(scope="module")
 def resumed(tiny_recipe, shared_data) -> tuple[Path, Path]:
     """A 4-bit SFT stopped by Ctrl-C after step 3 of 6 (checkpoints every 2) and resumed by `sft --resume`
@@ -291,46 +278,43 @@ def test_a_qlora_sft_killed_midway_resumes_to_the_same_adapter(resumed):
 # --- the backends agree over a whole run ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["16-bit", "4-bit"])
-def curves(request, tiny_model, tmp_path_factory) -> dict[str, list[tuple[int, float]]]:
+@pytest.fixture(scope="module")
+def curves(tiny_model, tmp_path_factory) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """40 steps of the quickstart's tiny SFT (its data, batch, learning rate and schedule) on each backend,
-    padded on both. In 4-bit both take adamw_torch: recipe's auto picks adamw_8bit, which Unsloth replaces."""
-    out = tmp_path_factory.mktemp(f"curves-{request.param}")
-    extra = ["model.load_in_4bit=true", "training.optim=adamw_torch"] if request.param == "4-bit" else []
-    losses = {}
-    for backend in ("hf", "unsloth"):
-        run_ok(
-            f"sft {backend}", "sft", "tiny-sft", f"model.backend={backend}", f"model.name={tiny_model}",
-            "training.max_steps=40", "training.batching=padded", "model.dtype=float32", f"training.output_dir={out}",
-            f"training.run_name={backend}", *extra,
-        )  # fmt: skip
-        rows = [json.loads(line) for line in (out / backend / runs.METRICS).read_text().splitlines()]
-        losses[backend] = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    print(f"\n{request.param} loss curves (step, hf, unsloth):", *zip(losses["hf"], losses["unsloth"], strict=True))
+    16-bit and 4-bit, padded on all: {precision: {backend: [(step, loss)]}}. In 4-bit all take
+    adamw_torch: the recipe's auto picks adamw_8bit, which Unsloth replaces."""
+    out = tmp_path_factory.mktemp("curves")
+    losses: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for precision, extra in (("16-bit", []), ("4-bit", ["model.load_in_4bit=true", "training.optim=adamw_torch"])):
+        losses[precision] = {}
+        for backend in ("hf", "unsloth"):
+            name = f"{backend}-{precision}"
+            run_ok(
+                f"sft {name}", "sft", "tiny-sft", f"model.backend={backend}", f"model.name={tiny_model}",
+                "training.max_steps=40", "training.batching=padded", "model.dtype=float32",
+                f"training.output_dir={out}", f"training.run_name={name}", *extra,
+            )  # fmt: skip
+            rows = [json.loads(line) for line in (out / name / runs.METRICS).read_text().splitlines()]
+            losses[precision][backend] = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+        pairs = zip(losses[precision]["hf"], losses[precision]["unsloth"], strict=True)
+        print(f"\n{precision} loss curves (step, hf, unsloth):", *pairs)
     return losses
 
 
 @UNSLOTH
-def test_the_backends_agree_at_every_logged_step_of_a_whole_padded_run(curves):
-    hf, unsloth = curves["hf"], curves["unsloth"]
+@pytest.mark.parametrize("precision", ["16-bit", "4-bit"])
+def test_the_backends_agree_at_every_logged_step_of_a_whole_padded_run(curves, precision):
+    hf, unsloth = curves[precision]["hf"], curves[precision]["unsloth"]
     assert [s for s, _ in hf] == [s for s, _ in unsloth] and hf[-1][0] == 40
     worst = max(abs(u - h) / h for (_, h), (_, u) in zip(hf, unsloth, strict=True))
-    print(f"largest relative difference: {worst:.2e}")
+    print(f"\n{precision}: largest relative difference {worst:.2e}")
     assert worst < 5e-3, list(zip(hf, unsloth, strict=True))
 
 
-def test_a_4bit_recipe_without_bitsandbytes_is_refused_with_the_fix(monkeypatch):
-    """Never a silent full-precision run: the check every command makes before it loads or writes anything."""
-    from fastmath import models
-    from fastmath.config import ModelConfig
-    from fastmath.errors import FastmathError
-
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        models.importlib.util, "find_spec", lambda name: None if name == "bitsandbytes" else find_spec(name)
-    )
-    with pytest.raises(
-        FastmathError, match=r"needs bitsandbytes: run `make install` \(or set model.load_in_4bit=false\)"
-    ):
-        models.ready_backend(ModelConfig(backend="hf", load_in_4bit=True))
-    assert models.ready_backend(ModelConfig(backend="hf", load_in_4bit=False)) == "hf"
+@UNSLOTH
+@pytest.mark.parametrize("backend", ["hf", "unsloth"])
+def test_first_batch_loss_in_4bit_is_the_16bit_loss_within_tolerance(curves, backend):
+    """The same first batch, LoRA B at zero: the base's loss, 4-bit NF4 against 16-bit."""
+    (step, sixteen), (_, four) = curves["16-bit"][backend][0], curves["4-bit"][backend][0]
+    print(f"\n{backend} first-batch loss: 4-bit {four:.4f}, 16-bit {sixteen:.4f}, {abs(four - sixteen) / sixteen:.2e}")
+    assert step == 1 and abs(four - sixteen) / sixteen < LOSS_TOLERANCE
