@@ -545,13 +545,14 @@ On any machine (CPU smoke tests, minutes):
 
 ```bash
 python bench/sft_throughput.py                      # padded vs padding-free vs packed (issue #2)
-python bench/backend_throughput.py                  # hf vs Unsloth's CPU backend, tiny SFT (issue #11)
+python bench/backend_throughput.py                  # hf vs Unsloth, 16-bit vs 4-bit, tiny SFT (issues #11, #20)
 python bench/gpu_compare.py                         # fast path vs baseline, tiny model (issue #6)
 ```
 
-On a lent GPU, one command runs the user path (`make sft`, `make pairs`, `make dpo`, `make eval` on a
-1.5B-shaped model, Unsloth, 4-bit) and then the 7B comparison below, in about 9 minutes, returning
-its summaries, logs and JSON in `$OUT` (`SHAPE=tiny COMPARE=none` runs the same path on a CPU):
+On a lent GPU, one command runs the QLoRA user path (`make sft`, `make pairs`, `make dpo`, `make grpo`,
+`make eval`, `fastmath solve`, `make export` merged and GGUF, on a 1.5B-shaped model, Unsloth, 4-bit)
+and then the 7B comparison below, within 9 minutes (the comparison gets what the chain leaves), returning
+its summaries, logs and JSON in `$OUT` (`SHAPE=tiny COMPARE=none` runs the same path on a CPU, 4-bit too):
 
 ```bash
 bash ../shared/device/gpu-bundle.sh .gpu-site && mkdir -p .gpu-data && cp -r ../shared/data/gsm8k .gpu-data/

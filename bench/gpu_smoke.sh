@@ -7,15 +7,16 @@
 #                export PYTHONPATH=$PWD/.gpu-site:$PWD HF_HUB_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1
 #                bash bench/gpu_smoke.sh            # ~9 minutes on one H100/H200
 #
-# 1. `make sft`, `make pairs`, `make dpo`, `make eval`, each with a few steps, on a Qwen2.5-1.5B-shaped
-#    model with random weights (built here, no hub), model.backend=unsloth, 4-bit: the commands a
-#    user types first, through Unsloth's fused kernels.
+# 1. The QLoRA chain: `make sft`, `make pairs`, `make dpo`, `make grpo`, `make eval`, `fastmath solve`,
+#    `make export` (merged into the 16-bit base, and GGUF), each with a few steps, on a
+#    Qwen2.5-1.5B-shaped model with random weights (built here, no hub), model.backend=unsloth, 4-bit
+#    (the recipes' model.load_in_4bit): the commands a user types first, through Unsloth's fused kernels.
 # 2. `bench/gpu_compare.py --shape 7b --parts sft,dpo,eval`: Unsloth against transformers + PEFT.
 # Every summary and the comparison's JSON go to $OUT (the device tool returns that folder), and the
 # log of each step to $OUT/logs. A step that fails is reported and the next one still runs.
 #
 # SHAPE=tiny COMPARE=none bash bench/gpu_smoke.sh runs the same path on a CPU in a few minutes (the
-# tests do), without 4-bit, which needs CUDA.
+# tests do), 4-bit too: bitsandbytes' CPU backend.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu-smoke}
@@ -69,7 +70,12 @@ PAIRS=$SFT/pairs.jsonl
 step dpo 90 make dpo ARGS="dpo.sft_run=$SFT dpo.pairs=$PAIRS $COMMON dpo.max_steps=5 training.run_name=smoke-dpo"
 step eval 90 make eval ARGS="--lora $SFT --output-dir $RUNS --dataset $DATA/test.jsonl --samples $EVAL_SAMPLES \
     --max-new-tokens 128 model.backend=unsloth"
-for run in smoke-sft smoke-dpo; do
+step grpo 90 make grpo ARGS="grpo.sft_run=$SFT $COMMON data.train=$DATA/train.jsonl grpo.problems=4 \
+    grpo.batch_size=4 grpo.num_generations=2 grpo.max_completion_length=64 grpo.max_steps=2 training.run_name=smoke-grpo"
+step solve 60 python3 -m fastmath solve "1 + 1 = ?" --lora "$SFT" --max-new-tokens 16
+step export-merged 90 make export RUN="$SFT" ARGS="--format merged"
+step export-gguf 120 make export RUN="$SFT" ARGS="--format gguf --quant q8_0 --pre-tokenizer qwen2"
+for run in smoke-sft smoke-dpo smoke-grpo; do
     [ -f "$RUNS/$run/summary.json" ] && cp "$RUNS/$run/summary.json" "$OUT/$run.summary.json"
 done
 [ -f "$SFT/eval/test/summary.json" ] && cp "$SFT/eval/test/summary.json" "$OUT/smoke-eval.summary.json"

@@ -91,7 +91,7 @@ class ModelConfig:
         "auto: Unsloth wherever it is installed (one process; its CPU backend without CUDA), else transformers + PEFT",
         choices=("auto", "unsloth", "hf"),
     )
-    load_in_4bit: bool = key(True, "QLoRA: 4-bit base weights (CUDA only; CPU trains in full precision)")
+    load_in_4bit: bool = key(True, "QLoRA: 4-bit NF4 base weights (bitsandbytes: CUDA and CPU)")
     max_seq_length: int = key(1024, "longest example in tokens; longer ones are dropped, never cut", range=AT_LEAST_1)
     dtype: str = key(
         "auto", "auto: bf16 where supported on CUDA, else fp32", choices=("auto", "bfloat16", "float16", "float32")
@@ -135,7 +135,7 @@ class TrainingConfig:
     warmup_ratio: float = key(0.03, "share of the steps spent warming up", range=FRACTION)
     weight_decay: float = key(0.0, "AdamW weight decay", range=NON_NEGATIVE)
     max_grad_norm: float = key(1.0, "gradient clipping norm", range=POSITIVE)
-    optim: str = key("auto", "optimizer; auto = adamw_8bit with 4-bit on CUDA, else adamw_torch")
+    optim: str = key("auto", "optimizer; auto = adamw_8bit with 4-bit, else adamw_torch")
     batching: str = key(
         "auto",
         "padding_free: a batch's examples back to back in one row; packed: rows of max_seq_length; "

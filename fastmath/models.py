@@ -1,7 +1,9 @@
 """Model backends: Unsloth, or transformers + PEFT, and the checks before a load.
 
 Unsloth runs its fused 4-bit LoRA kernels on a CUDA GPU and, since 2026.10.9, a CPU backend
-elsewhere. `import unsloth` patches trl and transformers as it loads, so it must come before
+elsewhere. QLoRA's 4-bit base (bitsandbytes NF4) loads on both backends wherever bitsandbytes
+runs, CUDA and its CPU backend alike, so the 4-bit path a GPU user takes is the one CI tests.
+`import unsloth` patches trl and transformers as it loads, so it must come before
 anything imports them: the command line resolves the backend and calls `activate` before it
 imports the command's module (`fastmath.cli`), and `activate` refuses if they are already
 loaded, so no import order elsewhere can silently break that. Both backends hand the same kind
@@ -81,7 +83,9 @@ def activate(backend: str) -> None:
 
 def ready_backend(cfg: ModelConfig) -> str:
     """The backend `cfg` resolves to, made ready (Unsloth imported first): what every entry point
-    that loads a model calls before it imports the code that loads it."""
+    that loads a model calls before it imports the code that loads it. A 4-bit load that cannot
+    happen is refused here, before anything is written."""
+    use_4bit(cfg)
     backend = resolve_backend(cfg)
     activate(backend)
     return backend
@@ -98,10 +102,29 @@ def torch_dtype(cfg: ModelConfig):
 
 
 def use_4bit(cfg: ModelConfig) -> bool:
-    """bitsandbytes 4-bit needs CUDA; on CPU the same recipe trains in full precision."""
-    import torch
+    """Whether the base loads in 4-bit: as the recipe says, on CUDA and on CPU alike (bitsandbytes'
+    CPU backend). Without bitsandbytes a 4-bit recipe is refused with the fix, never silently
+    trained in full precision."""
+    if cfg.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise FastmathError(
+            "model.load_in_4bit=true needs bitsandbytes: run `make install` (or set model.load_in_4bit=false)"
+        )
+    return cfg.load_in_4bit
 
-    return cfg.load_in_4bit and torch.cuda.is_available()
+
+def quantization(model) -> dict[str, Any] | None:
+    """What a loaded model's 4-bit quantization is (None: not quantized), as a run's summary records it."""
+    config = getattr(model.config, "quantization_config", None)
+    if config is None:
+        return None
+    config = config if isinstance(config, dict) else config.to_dict()
+    if not config.get("load_in_4bit"):
+        return {"method": config.get("quant_method", "?")}
+    return {
+        "quant_type": config.get("bnb_4bit_quant_type"),
+        "double_quant": config.get("bnb_4bit_use_double_quant"),
+        "compute_dtype": str(config.get("bnb_4bit_compute_dtype")).removeprefix("torch."),
+    }
 
 
 # --- checks before loading ------------------------------------------------------------------------
@@ -226,7 +249,10 @@ def _hf_base(cfg: ModelConfig, source: str):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch_dtype(cfg),
         )
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+        import torch
+
+        cuda = torch.cuda.is_available()  # bitsandbytes quantizes on the device the weights land on
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0")) if cuda else "cpu"}
     return AutoModelForCausalLM.from_pretrained(source, **kwargs)
 
 

@@ -156,15 +156,19 @@ def test_random_model_shapes_are_qwen25s_and_built_once(tmp_path, monkeypatch):
     assert common.ensure_model("mini", tmp_path / "mini") == record
 
 
-def test_backend_throughput_hf_vs_unsloth_side_by_side(tiny_model, shared_data, tmp_path):
+def test_backend_throughput_hf_vs_unsloth_16bit_vs_4bit_side_by_side(tiny_model, shared_data, tmp_path):
     p = bench("backend_throughput.py", "--model", str(tiny_model), *SMALL, tmp_path=tmp_path)
     result = json.loads((tmp_path / "results" / "backend_throughput-cpu.json").read_text())
-    hf, unsloth = result["backends"]["hf"], result["backends"]["unsloth"]
-    assert (hf["backend"], unsloth["backend"]) == ("hf", "unsloth") and hf["dtype"] == unsloth["dtype"] == "float32"
-    assert hf["batching_seen"] == unsloth["batching_seen"] == "padded" and hf["tokens"] == unsloth["tokens"]
-    ratios = result["ratios"]["unsloth/hf"]
-    assert ratios["first_loss_relative_diff"] < 1e-3, "the same first batch gives the same loss on both backends"
-    assert ratios["tokens_per_s"] > 0 and ratios["peak_memory"] > 0 and "unsloth/hf: tokens/s" in p.stdout
+    sides = result["backends"]
+    assert list(sides) == ["hf", "unsloth", "hf-4bit", "unsloth-4bit"]
+    for name, side in sides.items():
+        assert side["backend"] == name.removesuffix("-4bit") and side["load_in_4bit"] == name.endswith("-4bit")
+        assert side["batching_seen"] == "padded" and side["tokens"] == sides["hf"]["tokens"]
+    assert sides["hf"]["dtype"] == sides["unsloth"]["dtype"] == "float32"
+    for name in ("unsloth/hf", "unsloth-4bit/hf-4bit", "hf-4bit/hf"):  # the same first batch: the same loss
+        ratios = result["ratios"][name]
+        assert ratios["first_loss_relative_diff"] < 1e-3, name
+        assert ratios["tokens_per_s"] > 0 and ratios["peak_memory"] > 0 and f"{name}: tokens/s" in p.stdout
 
 
 def test_gpu_smoke_script_runs_the_user_path(tmp_path):
@@ -175,9 +179,11 @@ def test_gpu_smoke_script_runs_the_user_path(tmp_path):
                        timeout=900)  # fmt: skip
     assert p.returncode == 0, p.stdout[-4000:]
     assert "all steps passed" in p.stdout
-    for name in ("smoke-sft", "smoke-dpo", "smoke-eval"):
+    for name in ("smoke-sft", "smoke-dpo", "smoke-grpo", "smoke-eval"):
         assert json.loads((tmp_path / "out" / f"{name}.summary.json").read_text())
-    assert json.loads((tmp_path / "out" / "smoke-sft.summary.json").read_text())["backend"] == "unsloth"
+    sft = json.loads((tmp_path / "out" / "smoke-sft.summary.json").read_text())
+    assert sft["backend"] == "unsloth" and sft["4bit"]["quant_type"] == "nf4", "the QLoRA chain, 4-bit on CPU too"
+    assert all(f"== {step} " in p.stdout for step in ("grpo", "solve", "export-merged", "export-gguf"))
 
 
 def test_grpo_step_time_splits_a_step_into_rollout_scoring_and_training(tiny_model, tmp_path):

@@ -27,7 +27,7 @@ from fastmath import card, runs, stages, trackers
 from fastmath.config import Recipe
 from fastmath.io import JsonlAppender, atomic_write_json, read_jsonl
 from fastmath.log import log
-from fastmath.models import torch_dtype, use_4bit
+from fastmath.models import quantization, torch_dtype, use_4bit
 
 COUNTS = "fastmath_counts.json"  # saved in each checkpoint-N/
 # Trainer settings a backend may change behind the recipe's back (Unsloth's patched TRL configs
@@ -279,6 +279,7 @@ def _write_summary(trainer, tokenizer, run_dir: Path, info: dict[str, Any], trai
             **info,
             "batching_seen": seen[0] if len(seen) == 1 else seen,
             "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+            "4bit": quantization(trainer.model),  # what loaded: nf4, double quant, compute dtype (None: 16/32-bit)
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0.0, 4),
             "final_loss": losses[-1] if losses else None,
