@@ -23,7 +23,7 @@ import torch
 from fastmath import runs
 
 from .conftest import GSM8K_TEST, GSM8K_TRAIN, REPO, fastmath_cli
-from .eval.test_generation import single_thread  # noqa: F401 (autouse: one torch thread here too)
+from .test_generation import single_thread  # noqa: F401 (autouse: one torch thread here too)
 
 pytestmark = [
     pytest.mark.slow,
