@@ -485,9 +485,7 @@ def test_train_page_starts_the_command_which_a_reload_finds_and_stop_stops(monke
     (job,) = jobs.load(outputs)
     assert job.argv == shlex.split(command) and job.state == "running"  # what was shown is what runs
     run, log = Path(job.run), Path(job.run) / runs.LOG
-    # Training has begun (a step is logged): a Ctrl-C while the trainer still prepares its data can be lost
-    # (seen once: the run trained on until SIGTERM), and this test is about Stop during training.
-    _until(lambda: (run / runs.METRICS).is_file() and (run / runs.METRICS).read_text().strip(), log)
+    _until(lambda: runs.read(run).get("status") == "running", log)  # it trains
     at = open_app(monkeypatch, outputs, "train")  # a reload (a new session) finds it
     assert _widget(at, "selectbox", "Job").value == job.name
     assert [c.value for c in at.caption if c.value.startswith("Live")]  # watched live

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -174,3 +175,22 @@ def test_a_job_whose_run_stopped_stalled_is_stalled_not_finished(tmp_path):
     _until(lambda: jobs.load(tmp_path)[0].state not in ("running", "stopping"))
     (job,) = jobs.load(tmp_path)
     assert (job.returncode, job.state, runs.read(run)["status"]) == (0, "stalled", "stalled")
+
+
+def test_ctrl_c_stops_fastmath_even_when_its_parent_ignored_sigint(tmp_path):
+    """A shell script's background job, or a pytest-xdist worker, starts children with SIGINT ignored;
+    Stop (Ctrl-C) must still end a `python -m fastmath` command as Ctrl-C does: 'interrupted', exit 130."""
+    program = tmp_path / "loop.py"
+    program.write_text("while True:\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastmath", "sandbox", str(program), "--timeout", "60"],
+        env=env, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    try:
+        time.sleep(3)  # the program runs in its sandbox
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in stderr, stderr[-2000:]
