@@ -172,7 +172,7 @@ def test_a_job_whose_run_stopped_stalled_is_stalled_not_finished(tmp_path):
     """A GRPO run that `grpo.stop_when_stalled` ends exits 0; the app says what its run.json says."""
     run = _training_run(tmp_path)
     jobs.start(tmp_path, _python(run, "runs.stall(Path(" + repr(str(run)) + "), 'clipped')"), tmp_path)
-    _until(lambda: jobs.load(tmp_path)[0].state not in ("running", "stopping"))
+    _until(lambda: jobs.load(tmp_path)[0].state not in ("running", "stopping"), seconds=120)  # a loaded machine
     (job,) = jobs.load(tmp_path)
     assert (job.returncode, job.state, runs.read(run)["status"]) == (0, "stalled", "stalled")
 
