@@ -33,8 +33,8 @@ lint:  ## ruff lint + format check, mypy on fastmath/
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: lint  ## lint, then the whole test suite (CPU, offline), two test files at a time: what CI runs
-	$(PY) -m pytest -q -n 2 --dist loadfile
+test: lint  ## lint, then the whole test suite (CPU, offline): what CI runs
+	$(PY) -m pytest -q
 
 test-fast:  ## the quick tier while developing: every test not marked slow (none trains a model)
 	$(PY) -m pytest -q -m "not slow"
