@@ -90,9 +90,10 @@ def fields(command: str) -> list[Field]:
     for name, f, hint in config.keys(config.stage_sections(command), command):
         if name in APP_KEYS:
             continue
-        kind, nullable = _kind(name, hint, config.choices(f))
+        choices = config.choices(f)  # a callable's (strategy names, with plugins') computed once
+        kind, nullable = _kind(name, hint, choices)
         extra = f" ({f.metadata['range']})" if f.metadata["range"] else ""
-        out.append(Field(name, kind, f.metadata["help"] + extra, nullable, config.choices(f)))
+        out.append(Field(name, kind, f.metadata["help"] + extra, nullable, choices))
     return out
 
 
