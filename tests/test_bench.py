@@ -19,6 +19,8 @@ from bench import common
 
 from .conftest import GSM8K_TEST, GSM8K_TRAIN, REPO
 
+pytestmark = pytest.mark.slow  # every bench script trains or generates in a real process
+
 SMALL = ["--problems", "16", "--steps", "3", "--batch-size", "4", "--warmup-steps", "1"]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -38,11 +37,21 @@ def broken_copy(model: Path, dest: Path, how: str) -> Path:
     ],
 )
 def test_broken_model_directories_are_named_with_the_fix(tiny_model, tmp_path, how, message):
+    from fastmath.errors import FastmathError
+    from fastmath.models import check_model_dir
+
     model = broken_copy(tiny_model, tmp_path / "model", how)
+    with pytest.raises(FastmathError, match=message):
+        check_model_dir(str(model))
+
+
+def test_a_broken_model_directory_stops_the_command_before_its_run_directory(tiny_model, tmp_path):
+    """The check above as a user meets it: one line, exit 2, no traceback, nothing written."""
+    model = broken_copy(tiny_model, tmp_path / "model", "weights")
     p = fastmath_cli("sft", "tiny-sft", f"model.name={model}", f"training.output_dir={tmp_path / 'out'}", timeout=300)
     assert p.returncode == 2, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
-    assert re.search(message, p.stderr), p.stderr
+    assert "has no weights" in p.stderr, p.stderr
     assert not (tmp_path / "out").exists(), "checked before a run directory exists"
 
 

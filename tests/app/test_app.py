@@ -474,6 +474,7 @@ def test_train_form_shows_the_exact_command_and_the_recipes_own_checks(monkeypat
     assert _widget(at, "selectbox", "dpo.sft_run").options == ["(the newest finished one)", sft_name]
 
 
+@pytest.mark.slow  # trains in a real process
 def test_train_page_starts_the_command_which_a_reload_finds_and_stop_stops(monkeypatch, tiny_model, tmp_path):
     outputs = tmp_path / "outputs"
     outputs.mkdir()

@@ -138,6 +138,7 @@ def test_run_directory_has_what_the_docs_promise(overfit_run):
     assert load_recipe(overfit_run / "recipe.yaml").data.limit == 16
 
 
+@pytest.mark.slow  # trains in a real process
 def test_interrupted_run_resumes_to_the_same_end(tiny_recipe, shared_data):
     settings = {
         "data.train": str(GSM8K_TRAIN),
@@ -190,6 +191,7 @@ def test_a_run_that_fails_is_marked_failed_with_its_error(tiny_recipe, shared_da
         runs.latest(recipe.training.output_dir, "sft")
 
 
+@pytest.mark.slow  # trains in a real process
 def test_accelerate_launch_two_processes_ddp(tiny_model, shared_data, tmp_path):
     """The multi-GPU path, for real: DDP over gloo on two CPU processes.
 
