@@ -650,6 +650,7 @@ def test_streamlit_runs_with_the_repos_settings():
     assert settings["toolbarMode"] == '"viewer"'  # no Deploy button, no developer menu
     assert (settings["fileWatcherType"], settings["runOnSave"]) == ('"none"', "false")  # no watching of torch
     assert (settings["address"], settings["gatherUsageStats"]) == ('"localhost"', "false")
+    assert settings["fastReruns"] == "false"  # one script runner at a time over the session state
 
 
 def test_names_outside_the_listing_are_refused(app_outputs, sft_name):
