@@ -36,6 +36,7 @@ class Problem:
     gold: str  # canonical final number
     lang: str
     group: str | None = None  # the task's breakdown label (CMATH: the school grade), if it has one
+    tolerance: float = 0.0  # the task's grading tolerance (`grading.numbers_equal`): GSM-Hard's float golds
 
     def target(self, keep_calculator: bool = False) -> str:
         """The SFT target: the worked steps, then one final-answer line the grader parses back."""

@@ -211,6 +211,22 @@ def test_a_test_set_named_explicitly_trains_with_a_warning(caplog):
     assert tasks.test_set_of("openai/gsm8k", "train") is None
 
 
+def test_gsm_hard_named_for_training_is_rewarded_under_its_tolerance(caplog):
+    """GRPO's correctness reward and pair mining grade a benchmark's problems as its eval does."""
+    from fastmath.train.rewards import correctness
+
+    path = FIXTURE_DATA / "gsm_hard" / "gsmhardv2.jsonl"
+    with caplog.at_level(logging.WARNING, logger="fastmath"):
+        problems = tasks.training_problems(DataConfig(train=str(path), question_field="input", answer_field="target"),
+                                           limit=None)  # fmt: skip
+    assert "'gsm_hard'" in caplog.text and {p.tolerance for p in problems} == {tasks.get("gsm_hard").tolerance}
+    assert {p.tolerance for p in tasks.get("gsm_hard").problems("test", FIXTURE_DATA)} == {1e-9}
+    assert {p.tolerance for p in tasks.training_problems(DataConfig(train=GSM8K_TRAIN_POOL), limit=None)} == {0.0}
+    gold, said = "3244047.0999999996", ["The answer is 3244047.1."]
+    assert correctness(said, [gold], tolerance=[problems[0].tolerance]) == [1.0]
+    assert correctness(said, [gold]) == [0.0], "exact without a tolerance column"
+
+
 # --- a user's task, and the eval's dataset registry ----------------------------------------------
 
 

@@ -96,7 +96,8 @@ class Task:
     ) -> list[Problem]:
         """The task's problems of one split, cleaned; bad records reported by file and line, skipped."""
         source, hub_split, subset = self.source(split, data_dir)
-        return load_problems(source, hub_split, subset, limit, self.language, verbose, self.fields)
+        problems = load_problems(source, hub_split, subset, limit, self.language, verbose, self.fields)
+        return [dataclasses.replace(p, tolerance=self.tolerance) for p in problems] if self.tolerance else problems
 
     def shot_source(self, data_dir: Path | None) -> str:
         """Where this task's few-shot exemplars come from: a train split or a file, never a test set."""
@@ -220,4 +221,7 @@ def training_problems(data: DataConfig, limit: int | None) -> list[Problem]:
             "will measure memory, not skill"
         )
     fields = Fields.named(data.question_field, data.answer_field)
-    return load_problems(data.train, data.split, data.subset, limit, data.language, fields=fields)
+    problems = load_problems(data.train, data.split, data.subset, limit, data.language, fields=fields)
+    if owner is not None and owner.tolerance:  # graded as its benchmark grades it, in rewards and pairs alike
+        problems = [dataclasses.replace(p, tolerance=owner.tolerance) for p in problems]
+    return problems

@@ -39,7 +39,8 @@ from fastmath.train import rewards
 
 
 def grpo_dataset(problems, tokenizer, recipe: Recipe):
-    """Chat prompts (TRL applies the chat template, as SFT's prompts were), with `gold` and `lang` for the rewards.
+    """Chat prompts (TRL applies the chat template, as SFT's prompts were), with `gold`, `lang` and
+    `tolerance` (the task's, `grading.numbers_equal`) for the rewards.
 
     Problems whose prompt leaves no room for `max_completion_length` within `model.max_seq_length`
     are dropped and counted.
@@ -53,7 +54,7 @@ def grpo_dataset(problems, tokenizer, recipe: Recipe):
         if len(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]) > room:
             too_long += 1
             continue
-        rows.append({"prompt": messages, "gold": p.gold, "lang": p.lang})
+        rows.append({"prompt": messages, "gold": p.gold, "lang": p.lang, "tolerance": p.tolerance})
     if too_long:
         log.warning(f"dropped {too_long} problem(s) whose prompt leaves under grpo.max_completion_length tokens")
     if not rows:

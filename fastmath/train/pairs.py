@@ -67,7 +67,7 @@ def sample_problems(recipe: Recipe, sft_run: Path, backend: str, samples_path: P
             ):
                 texts = [g.text for g in gens]
                 out.write({"id": p.id, "question": p.question, "gold": p.gold, "completions": texts,
-                           "outcomes": [grade(t, p.gold).outcome for t in texts]})  # fmt: skip
+                           "outcomes": [grade(t, p.gold, p.tolerance).outcome for t in texts]})  # fmt: skip
 
 
 def beside(pairs: Path, what: str) -> Path:

@@ -4,7 +4,7 @@ dotted path (`my_module.my_reward`) names a user's own function, imported after 
 
 TRL calls each as `f(prompts=..., completions=..., completion_ids=..., **columns)` once per
 generation batch, one value per completion; `columns` are the dataset's other columns (`gold`,
-`lang`), repeated like the prompts. With chat prompts a completion is `[{"role": "assistant",
+`lang`, `tolerance`), repeated like the prompts. With chat prompts a completion is `[{"role": "assistant",
 "content": text}]`. A function's `__name__` names its metrics: `rewards/<name>/mean` and `/std`.
 """
 
@@ -26,9 +26,15 @@ def completion_text(completion: str | list[dict[str, Any]]) -> str:
     return "".join(m["content"] for m in completion if m.get("role") == "assistant" and isinstance(m["content"], str))
 
 
-def correctness(completions: Sequence, gold: Sequence[str], **_: Any) -> list[float]:
-    """1 when the grader marks the answer correct against the gold, else 0 (wrong or no answer)."""
-    return [float(grade(completion_text(c), g).outcome == "correct") for c, g in zip(completions, gold, strict=True)]
+def correctness(
+    completions: Sequence, gold: Sequence[str], tolerance: Sequence[float] | None = None, **_: Any
+) -> list[float]:
+    """1 when the grader marks the answer correct against the gold (under the task's tolerance), else 0."""
+    tolerance = tolerance if tolerance is not None else [0.0] * len(gold)
+    return [
+        float(grade(completion_text(c), g, tol).outcome == "correct")
+        for c, g, tol in zip(completions, gold, tolerance, strict=True)
+    ]
 
 
 def answer_format(completions: Sequence, lang: Sequence[str], **_: Any) -> list[float]:
