@@ -38,7 +38,7 @@ IDS = [[1, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]]
 NEW_TOKENS = 48
 # Logits of the model as training builds it against plain PEFT + bitsandbytes over the 4-bit base: hf is
 # the same computation (measured 0.0); Unsloth computes 4-bit layers with its own kernels, measured up to
-# 4.8e-3 apart on logits of magnitude ~9 (5e-4 relative), so its bound is looser.
+# 6.0e-3 apart on logits of magnitude ~9 (7e-4 relative), so its bound is looser.
 ATOL = {"hf": 1e-4, "unsloth": 1e-2}
 # The tiny model's first-batch loss in 4-bit NF4 against 16-bit: measured 22.5800 vs 22.5905 (4.7e-4) on
 # the quickstart's first batch, 21.9555 vs 21.9581 (1.2e-4) on GSM8K's.
