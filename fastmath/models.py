@@ -127,6 +127,16 @@ def quantization(model) -> dict[str, Any] | None:
     }
 
 
+def loaded_dtype(model) -> str:
+    """What the base model ran in, as a run's summary records it: its weights' dtype (`float32`), or
+    for a 4-bit base the storage and the compute dtype (`nf4 (compute bfloat16)`): its first parameter
+    is then a 4-bit weight's uint8 storage or an embedding upcast by k-bit preparation, neither of which ran."""
+    quant = quantization(model)
+    if quant and quant.get("quant_type"):
+        return f"{quant['quant_type']} (compute {quant['compute_dtype']})"
+    return str(model.dtype).removeprefix("torch.")
+
+
 # --- checks before loading ------------------------------------------------------------------------
 
 

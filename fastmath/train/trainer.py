@@ -27,7 +27,7 @@ from fastmath import card, runs, stages, trackers
 from fastmath.config import Recipe
 from fastmath.io import JsonlAppender, atomic_write_json, read_jsonl
 from fastmath.log import log
-from fastmath.models import quantization, torch_dtype, use_4bit
+from fastmath.models import loaded_dtype, quantization, torch_dtype, use_4bit
 
 COUNTS = "fastmath_counts.json"  # saved in each checkpoint-N/
 # Trainer settings a backend may change behind the recipe's back (Unsloth's patched TRL configs
@@ -227,6 +227,19 @@ def reduced(trainer, counts: Counts) -> dict[str, Any]:
     return {"tokens": int(tokens), "pad": int(pad), "trained": int(trained), "layouts": dict(counts.layouts)}
 
 
+def adapter_in_fp32(model) -> None:
+    """Train the LoRA weights in fp32 on every backend, fresh or resumed.
+
+    TRL's trainers cast a 4-bit model's trainable weights to bf16 as they are built, but resuming
+    loads the checkpoint's adapter through PEFT, which upcasts it to fp32: a QLoRA run resumed after
+    a kill trained on in another precision than an uninterrupted one (its adapter ended 1-3% away).
+    fp32 is what PEFT and Unsloth give adapters themselves; the 4-bit matmuls keep the compute dtype.
+    """
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+
+
 def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool = False, callbacks: tuple = ()) -> None:
     """Train (from the last checkpoint when resuming), then save the adapter and write summary.json.
     `info["stage"]` names the stage, whose record says how its batches are counted.
@@ -250,6 +263,7 @@ def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool 
         if trainer.is_world_process_zero():  # the other processes add their own share from here on
             counts.load(saved)
         clock["before"] = saved["wall_time_s"]
+    adapter_in_fp32(trainer.model)
     reset_peak_memory()
     with runs.marking_failure(run_dir), tracked:
         if trainer.is_world_process_zero():
@@ -278,7 +292,7 @@ def _write_summary(trainer, tokenizer, run_dir: Path, info: dict[str, Any], trai
         {
             **info,
             "batching_seen": seen[0] if len(seen) == 1 else seen,
-            "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+            "dtype": loaded_dtype(trainer.model),
             "4bit": quantization(trainer.model),  # what loaded: nf4, double quant, compute dtype (None: 16/32-bit)
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0.0, 4),

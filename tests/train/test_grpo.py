@@ -75,6 +75,7 @@ def half_right(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
     (tmp / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     p = fastmath_cli("sft", "tiny-sft", f"model.name={tiny_model}", f"data.train={tmp / 'two_answers.jsonl'}",
                      "data.limit=32", "training.num_epochs=60", "training.save_steps=1000",
+                     "training.batch_size=8", "training.learning_rate=5e-3",  # the schedule it was written for
                      f"training.output_dir={tmp / 'runs'}", "training.run_name=sft",
                      env=ONE_THREAD, timeout=900)  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]

@@ -19,7 +19,7 @@ from fastmath.grading import extract_answer
 from fastmath.train.sft import run_sft
 
 from ..conftest import GSM8K_TRAIN, REPO, fastmath_cli, free_port
-from .interrupt import Interrupt
+from .interrupt import Interrupt, adapter_difference
 
 
 def _trainer_dataset(recipe):
@@ -174,6 +174,7 @@ def test_interrupted_run_resumes_to_the_same_end(tiny_recipe, shared_data):
     assert json.loads((cut_dir / "run.json").read_text())["status"] == "finished"
     steps = [json.loads(line)["step"] for line in (cut_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6], "metrics.jsonl must not repeat or skip steps after a resume"
+    assert adapter_difference(cut_dir, whole) < 1e-6, "the same adapter (measured equal to the bit)"
 
 
 def test_a_run_that_fails_is_marked_failed_with_its_error(tiny_recipe, shared_data):
