@@ -40,7 +40,9 @@ JOBS = ".jobs"
 TRAINING = frozenset(name for name, c in cli.COMMANDS.items() if c.resumable)
 # Keys the app sets itself: runs go to the app's outputs directory, under a name picked before the start.
 APP_KEYS = ("training.output_dir", "training.run_name")
-GRACE_S = 30.0  # after Ctrl-C, how long a job may take to stop before SIGTERM, then SIGKILL
+# After Ctrl-C, how long a job may take to stop before SIGTERM, then SIGKILL: a trainer first finishes
+# its step (a 7B GRPO step samples its group: minutes on one GPU) and saves a checkpoint of it.
+GRACE_S = 180.0
 ENDED = ("finished", "failed", "stopped", "crashed", "ended")
 
 # Processes this app process started, kept to collect their exit status (and to leave no zombies).
