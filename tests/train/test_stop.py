@@ -75,9 +75,14 @@ def test_sft_ctrl_c_saves_the_step_and_resume_continues_from_it(tiny_model, tmp_
     assert again > stopped and steps == list(range(1, again + 1)), "the resumed run continues at the stopped step"
 
 
-def test_dpo_ctrl_c_saves_the_step(overfit_run, tmp_path):
+def test_dpo_ctrl_c_saves_the_step(tiny_model, tmp_path):
+    parent = ["sft", "tiny-sft", f"model.name={tiny_model}", "training.max_steps=1",
+              f"training.output_dir={tmp_path}", "training.run_name=sft"]  # fmt: skip
+    sft = start(parent, tmp_path)
+    out, _ = sft.communicate(timeout=600)
+    assert sft.returncode == 0, out[-3000:]
     run = tmp_path / "dpo"
-    args = ["dpo", "tiny-dpo", f"dpo.sft_run={overfit_run}", "dpo.pairs=fastmath:samples/preference_data.json",
+    args = ["dpo", "tiny-dpo", f"dpo.sft_run={tmp_path / 'sft'}", "dpo.pairs=fastmath:samples/preference_data.json",
             f"dpo.max_steps={MILLION}", f"training.save_steps={MILLION}", f"training.output_dir={tmp_path}",
             "training.run_name=dpo"]  # fmt: skip
     process = start(args, tmp_path)
