@@ -9,10 +9,12 @@ them; the app's working folder has the tiny model where the tiny recipes look.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -47,8 +49,14 @@ def app(tiny_model, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         for key, value in OFFLINE.items():
             mp.setenv(key, value)
-        with serving(outputs, work) as url:
-            yield url, outputs, work, "sft-done"
+        try:
+            with serving(outputs, work) as url:
+                yield url, outputs, work, "sft-done"
+        finally:  # a test that failed midway leaves no million-step run training behind it
+            for job in jobs.load(outputs):
+                if job.state in ("running", "stopping"):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(job.pid, signal.SIGKILL)
 
 
 def _preview(page) -> str:
