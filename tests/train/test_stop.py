@@ -39,10 +39,14 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen:
 def ctrl_c_after(process: subprocess.Popen, run: Path, step: int, seconds: float = 600) -> str:
     """SIGINT once the run has logged `step`; the process's output once it has ended."""
     deadline = time.monotonic() + seconds
-    while max(_steps(run), default=0) < step:
-        assert process.poll() is None, process.stdout.read()[-3000:]
-        assert time.monotonic() < deadline, f"no step {step} logged in {seconds} s"
-        time.sleep(0.2)
+    try:
+        while max(_steps(run), default=0) < step:
+            assert process.poll() is None, process.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, f"no step {step} logged in {seconds} s"
+            time.sleep(0.2)
+    except AssertionError:
+        process.kill()  # no million-step run left training after a failed test
+        raise
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=300)
     return out
