@@ -203,6 +203,7 @@ ZH: dict[str, str] = {
     "Not exported yet: Export runs the command above (`--help` lists every quant).": "尚未导出：点击“导出”即运行上面的命令（`--help` 列出所有量化方式）。",
     "The problem is empty: type a math problem first.": "题目为空：请先输入一道数学题。",
     "Written to {folder}:": "已写入 {folder}：",
+    "A run is exported once it has finished; this run is {status}.": "运行完成后才能导出；此运行当前为 {status}。",
     "One still running {seconds} s later is ended without a checkpoint.": "若 {seconds} 秒后仍未结束，将被强制结束，不保存检查点。",
 }
 

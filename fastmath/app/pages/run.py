@@ -104,6 +104,8 @@ with figures:
 with exported:
     if not (run / runs.ADAPTER).is_file():
         st.info(t("No adapter to export (a base-model run)."))
+    elif files.status != "finished":
+        st.info(t("A run is exported once it has finished; this run is {status}.").format(status=files.status))
     else:
         fmt = st.radio(t("Format"), export.FORMATS, horizontal=True, key="run_export_format")
         with ui.errors_as_messages():
