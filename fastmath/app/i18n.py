@@ -187,6 +187,24 @@ ZH: dict[str, str] = {
     "Wrong: answered {pred}, expected {gold}": "错误：回答 {pred}，应为 {gold}",
     "Answer: {pred}": "答案：{pred}",
     "The prompt sent to the model": "发送给模型的提示词",
+    # Train: evaluate, stop, export
+    "Evaluated as its relatives were, so that it lands in their leaderboard rows.": "按其相关运行的评测方式评测，结果与它们落在排行榜的同一行组。",
+    "This recipe loads {model} in 4-bit for a GPU, and this machine has none: on the CPU it runs through bitsandbytes' slow fallback, if the model fits in memory at all. The tiny recipes (tiny-sft, tiny-dpo, tiny-grpo) are the ones made for a CPU.": "此配方为 GPU 以 4 位加载 {model}，而本机没有 GPU：在 CPU 上只能走 bitsandbytes 的慢速回退路径，且模型未必装得下内存。适合 CPU 的是微型配方（tiny-sft、tiny-dpo、tiny-grpo）。",
+    "Stopping: Ctrl-C was sent; a training run finishes its current step, saves a checkpoint of it and ends (Resume continues from that step).": "正在停止：已发送 Ctrl-C；训练会完成当前这一步、保存该步的检查点后结束（“继续”从这一步接着训练）。",
+    "No checkpoint was saved: it trains again from step 1.": "没有保存检查点：将从第 1 步重新训练。",
+    "Continues from checkpoint-{step}: its step {step} is done.": "从 checkpoint-{step} 继续：第 {step} 步已完成。",
+    "The command ended before it began: nothing was made and no run was left behind. Its log:": "命令在开始训练前就结束了：没有生成任何内容，也没有留下运行目录。其日志：",
+    "No runs yet: the form below starts from {recipe}.": "还没有运行：下方表单从 {recipe} 开始。",
+    "The tiny recipes train the quickstart's tiny model (`make quickstart` builds it) on a CPU.": "微型配方在 CPU 上训练快速上手的微型模型（由 `make quickstart` 构建）。",
+    "Evaluate this run": "评测此运行",
+    "the Train page's eval form, on this run": "打开训练页的评测表单，评测此运行",
+    "Format": "格式",
+    "Export again (replaces it)": "重新导出（替换原有导出）",
+    "Not exported yet: Export runs the command above (`--help` lists every quant).": "尚未导出：点击“导出”即运行上面的命令（`--help` 列出所有量化方式）。",
+    "The problem is empty: type a math problem first.": "题目为空：请先输入一道数学题。",
+    "Written to {folder}:": "已写入 {folder}：",
+    "A run is exported once it has finished; this run is {status}.": "运行完成后才能导出；此运行当前为 {status}。",
+    "One still running {seconds} s later is ended without a checkpoint.": "若 {seconds} 秒后仍未结束，将被强制结束，不保存检查点。",
 }
 
 

@@ -6,7 +6,9 @@ appended to `<run>/train.log` (runs.LOG), and `<outputs>/.jobs/<name>.json` reco
 command line, so a page reload or an app restart finds it again. A pid alone could have been
 reused by another program since: a job counts as alive only while /proc/<pid>/cmdline is still
 its command line. Stop is Ctrl-C (SIGINT to its process group), as in a terminal: the trainer
-marks the run `stopped`, and `--resume` continues it from its last complete checkpoint.
+finishes the step under way, saves a checkpoint of it, marks the run `stopped` and ends; `--resume`
+continues it from that checkpoint. A command that ends before it made its run (a model that is not
+there, a recipe this machine cannot run) leaves no run folder: its log moves to `.jobs/<name>/`.
 
 No Streamlit here: the Train page draws what these functions return.
 """
@@ -18,6 +20,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastmath import cli, config, resources, runs, stages
+from fastmath import cli, config, export, resources, runs, stages
 from fastmath.errors import FastmathError
 from fastmath.io import atomic_write_json
 
@@ -37,7 +40,9 @@ JOBS = ".jobs"
 TRAINING = frozenset(name for name, c in cli.COMMANDS.items() if c.resumable)
 # Keys the app sets itself: runs go to the app's outputs directory, under a name picked before the start.
 APP_KEYS = ("training.output_dir", "training.run_name")
-GRACE_S = 30.0  # after Ctrl-C, how long a job may take to stop before SIGTERM, then SIGKILL
+# After Ctrl-C, how long a job may take to stop before SIGTERM, then SIGKILL: a trainer first finishes
+# its step (a 7B GRPO step samples its group: minutes on one GPU) and saves a checkpoint of it.
+GRACE_S = 180.0
 ENDED = ("finished", "failed", "stopped", "crashed", "ended")
 
 # Processes this app process started, kept to collect their exit status (and to leave no zombies).
@@ -47,6 +52,33 @@ _children: dict[int, subprocess.Popen] = {}
 def commands() -> list[str]:
     """Commands the Train page can start: every stage, and eval."""
     return [*stages.registry(), "eval"]
+
+
+def has_gpu() -> bool:
+    """Whether this machine has a CUDA GPU, as `make install` decides it (nvidia-smi), without importing torch."""
+    return shutil.which("nvidia-smi") is not None
+
+
+def default_recipe(command: str) -> str | None:
+    """The recipe the Train form starts from: the command's own, or on a machine without a GPU the
+    tiny recipe of the same stage (`qwen2.5-7b-dpo` -> `tiny-dpo`, the quickstart's), which a CPU
+    trains in minutes."""
+    shipped = cli.COMMANDS[command].recipe
+    tiny = f"tiny-{shipped.rpartition('-')[2]}" if shipped else None
+    return tiny if not has_gpu() and tiny in resources.recipe_names() else shipped
+
+
+GPU_WARNING = (
+    "This recipe loads {model} in 4-bit for a GPU, and this machine has none: on the CPU it runs through "
+    "bitsandbytes' slow fallback, if the model fits in memory at all. The tiny recipes (tiny-sft, tiny-dpo, "
+    "tiny-grpo) are the ones made for a CPU."
+)
+
+
+def needs_gpu(values: dict[str, Any]) -> bool:
+    """Whether the form's values start a GPU recipe (a 4-bit model) on a machine without a GPU: a
+    warning before Start (`GPU_WARNING`), not a refusal."""
+    return not has_gpu() and bool(values.get("model.load_in_4bit"))
 
 
 def recipes(cwd: Path) -> dict[str, str]:
@@ -117,12 +149,28 @@ class Plan:
 
     @property
     def shell(self) -> str:
-        """The command line as a user would type it (shell-quoted)."""
-        return shlex.join(self.argv)
+        """The command line as a user would type it: shell-quoted, a word holding single quotes (YAML's
+        `'123'`, `['a, b', c]`) in double quotes rather than shlex's `'"'"'` splices."""
+        return " ".join(map(_quote, self.argv))
+
+
+def _quote(word: str) -> str:
+    if "'" in word and not any(c in word for c in '"$`\\!'):
+        return f'"{word}"'
+    return shlex.quote(word)
 
 
 def _fastmath(*args: str) -> list[str]:
     return [sys.executable, "-m", "fastmath", *args]
+
+
+def key_text(value: Any) -> str:
+    """A key's value as a person types it: a list of plain words as `a,b` (the command line splits a
+    list at commas), anything else as YAML writes it on one line."""
+    plain = isinstance(value, list) and value
+    if plain and all(isinstance(v, str) and "," not in v and config.value_text(v) == v for v in value):
+        return ",".join(value)
+    return config.value_text(value)
 
 
 def plan(
@@ -138,7 +186,7 @@ def plan(
     mistake is a message before anything starts. A training stage gets its run's name now
     (`runs.new_name`, from `stamp`), so the page knows where the run will be before it exists."""
     head = _fastmath(command, *([recipe] if recipe else []), *flags)
-    keys = [f"{k}={config.value_text(v)}" for k, v in (overrides or {}).items()]
+    keys = [f"{k}={key_text(v)}" for k, v in (overrides or {}).items()]
     keys.append(f"training.output_dir={outputs}")
     inv = cli.prepare(cli.COMMANDS[command], head[4:] + keys)
     assert inv.recipe is not None
@@ -161,6 +209,28 @@ def resume_plan(outputs: Path, name: str) -> Plan:
     argv = _fastmath(stage, "--resume", str(run))
     cli.prepare(cli.COMMANDS[stage], argv[4:])
     return Plan(stage, tuple(argv), run.resolve())
+
+
+def export_plan(outputs: Path, name: str, fmt: str, quant: str | None = None) -> Plan:
+    """`python -m fastmath export RUN --format FMT --quant Q`, checked as the command checks it; with
+    `--force` where that export exists already (the button then says it replaces it)."""
+    run = outputs / name
+    quant = quant or export.DEFAULT_QUANT[fmt]
+    force = ["--force"] if (runs.export_dir(run, fmt, quant) / runs.EXPORT_JSON).is_file() else []
+    argv = _fastmath("export", str(run.resolve()), "--format", fmt, "--quant", quant, *force)
+    cli.prepare(cli.COMMANDS["export"], argv[4:])
+    return Plan("export", tuple(argv), run.resolve())
+
+
+def exported_files(outputs: Path, name: str, fmt: str, quant: str | None = None) -> list[dict[str, Any]]:
+    """The files an export wrote (in `runs.export_dir`), with their sizes, from its export.json ([] until
+    it is complete)."""
+    folder = runs.export_dir(outputs / name, fmt, quant or export.DEFAULT_QUANT[fmt])
+    try:
+        files = json.loads((folder / runs.EXPORT_JSON).read_text(encoding="utf-8"))["files"]
+        return [{"file": f, "size": export.human_size(n)} for f, n in files.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 @dataclass
@@ -232,7 +302,11 @@ def _alive(job: Job) -> bool:
 def _reap(outputs: Path, job: Job) -> None:
     """Record the exit status of a process this app started, once it has ended."""
     process = _children.get(job.pid)
-    if process is None or job.returncode is not None or process.poll() is None:
+    if process is None or job.returncode is not None or (process.poll() is None and _alive(job)):
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):  # an ending process loses its command line first
+        process.wait(timeout=5)
+    if process.returncode is None:
         return
     del _children[job.pid]
     job.returncode = process.returncode
@@ -255,6 +329,32 @@ def _state(job: Job, newest: bool) -> str:
     return status
 
 
+def _clear_unstarted(outputs: Path, job: Job) -> None:
+    """A command that ended before it made its run (no run.json) leaves no run folder behind, which
+    no page would list: the folder's log moves to `.jobs/<name>/` (`log_folder`) and the folder goes."""
+    run = Path(job.run)
+    if _alive(job) or not run.is_dir() or (run / runs.RUN_JSON).exists():
+        return
+    if any(p.name != runs.LOG for p in run.iterdir()):
+        return  # something else in it: not the app's to remove
+    with contextlib.suppress(OSError):  # another session of the app got there first
+        (outputs / JOBS / job.name).mkdir(parents=True, exist_ok=True)
+        os.replace(run / runs.LOG, outputs / JOBS / job.name / runs.LOG)
+        run.rmdir()
+
+
+def log_folder(outputs: Path, job: Job) -> Path:
+    """The folder whose train.log holds the job's output: its run's, or the job's own where the command
+    ended before it made its run."""
+    own = outputs / JOBS / job.name
+    return own if (own / runs.LOG).is_file() else Path(job.run)
+
+
+def started_its_run(job: Job) -> bool:
+    """Whether the job's run exists (a command that failed before it made it left none)."""
+    return (Path(job.run) / runs.RUN_JSON).is_file()
+
+
 def load(outputs: Path) -> list[Job]:
     """Every job the app started in `outputs`, newest first, each with its state."""
     jobs = []
@@ -269,13 +369,16 @@ def load(outputs: Path) -> list[Job]:
     for job in jobs:
         _reap(outputs, job)
         job.state = _state(job, newest=job.run not in seen)
+        if job.state not in ("running", "stopping"):
+            _clear_unstarted(outputs, job)
         seen.add(job.run)
     return jobs
 
 
 def resumable(outputs: Path, job: Job) -> bool:
-    """A training job that ended unfinished, and its run's newest (else a later one continued it)."""
-    if job.command not in TRAINING or job.state not in ("stopped", "failed", "crashed"):
+    """A training job that ended unfinished after it made its run, and its run's newest (else a later
+    one continued it)."""
+    if job.command not in TRAINING or job.state not in ("stopped", "failed", "crashed") or not started_its_run(job):
         return False
     return next(j for j in load(outputs) if j.run == job.run).name == job.name
 

@@ -12,9 +12,12 @@ Imported only after the backend is active (`fastmath.cli`), like everything that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -220,6 +223,49 @@ class _Totals(TrainerCallback):
             atomic_write_json(path, {**totals, "wall_time_s": wall})
 
 
+class StopOnCtrlC(TrainerCallback):
+    """Ctrl-C (SIGINT: the app's Stop, or a terminal's) ends the run at the end of the current step
+    with a checkpoint of that step, the kind `--resume` reads; a second Ctrl-C stops at once.
+
+    The handler only raises a flag; the trainer's own loop then saves (`control.should_save`) and
+    stops (`control.should_training_stop`) as after its last step. Under DDP every process gets the
+    signal, not always in the same step: the flag is summed over processes each step, so all save
+    and stop together.
+    """
+
+    def __init__(self, trainer) -> None:
+        self.trainer, self.requested = trainer, False
+        self.stopped_at: int | None = None
+
+    @contextlib.contextmanager
+    def armed(self):
+        """The handler for the duration of `trainer.train` (only the main thread can set one)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.requested:  # the second Ctrl-C: now
+                raise KeyboardInterrupt
+            self.requested = True
+            log.warning("Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again stops at once, unsaved)")
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        requested = self.requested
+        if self.trainer.accelerator.num_processes > 1:
+            flag = torch.tensor([int(requested)], device=self.trainer.accelerator.device)
+            requested = bool(self.trainer.accelerator.reduce(flag, "sum").item())
+        if requested:
+            self.stopped_at = state.global_step
+            control.should_save = control.should_log = control.should_training_stop = True
+
+
 def reduced(trainer, counts: Counts) -> dict[str, Any]:
     """The counts summed over DDP processes (every process must call this)."""
     local = torch.tensor([counts.tokens, counts.pad, counts.trained], device=trainer.accelerator.device)
@@ -244,7 +290,9 @@ def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool 
     """Train (from the last checkpoint when resuming), then save the adapter and write summary.json.
     `info["stage"]` names the stage, whose record says how its batches are counted.
 
-    A run that raises or is interrupted is marked failed/stopped in run.json before the error goes on.
+    A run that raises is marked failed in run.json before the error goes on. Ctrl-C finishes the
+    step under way, saves its checkpoint, marks the run stopped and raises KeyboardInterrupt
+    (`StopOnCtrlC`): `--resume` continues from that step.
     """
     counts = Counts(stages.get(info["stage"]).batches)
     trainer.compute_loss = _counting(trainer.compute_loss, counts)
@@ -254,6 +302,8 @@ def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool 
     trainer.add_callback(_Totals(trainer, counts, clock))
     for callback in callbacks:
         trainer.add_callback(callback)
+    stop = StopOnCtrlC(trainer)
+    trainer.add_callback(stop)
     checkpoint = runs.last_checkpoint(run_dir) if resume else None
     if resume:
         runs.resume(run_dir)
@@ -269,7 +319,12 @@ def train(trainer, tokenizer, run_dir: Path, info: dict[str, Any], resume: bool 
         if trainer.is_world_process_zero():
             tracked.open_for_training(run_dir)
         clock["start"] = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with stop.armed():
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if stop.stopped_at is not None:  # run.json says stopped (marking_failure); the checkpoint is there
+            step = stop.stopped_at
+            log.info(f"stopped at step {step}: checkpoint-{step} saved; --resume {run_dir} continues from it")
+            raise KeyboardInterrupt
         wall = clock["before"] + time.perf_counter() - clock["start"]
         # Only the trained adapter: DPO's frozen "ref" copy is the parent run's adapter already.
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(run_dir), selected_adapters=["default"])

@@ -571,8 +571,9 @@ def test_solve_page_shows_timeouts_and_empty_problems_as_messages(monkeypatch, a
     _ask(at, longest["question"], sft_name, timeout=0.1)
     assert not at.exception
     assert [e.value for e in at.error] and "no complete answer within 0.1 s" in at.error[0].value
-    _ask(at, "   ", sft_name)
-    assert not at.exception and "the problem is empty" in at.error[0].value
+    at = _ask(open_app(monkeypatch, app_outputs, "solve"), "   ", sft_name)  # a new session: nothing asked yet
+    assert not at.exception and [e.value for e in at.error] == ["The problem is empty: type a math problem first."]
+    assert "solve_writing" not in at.session_state  # refused before a model was loaded or a thread started
 
 
 @pytest.mark.parametrize(

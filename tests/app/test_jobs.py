@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -57,14 +58,17 @@ def test_plan_is_the_exact_command_checked_as_the_cli_checks_it(tmp_path):
     name = f"sft-tiny-qwen2-{STAMP}"  # the stage, the model's folder and the form's time: known before it runs
     assert plan.argv == (
         sys.executable, "-m", "fastmath", "sft", "tiny-sft", "training.max_steps=30",
-        "lora.target_modules=[q_proj, v_proj]", "data.system_prompt='123'",
+        "lora.target_modules=q_proj,v_proj", "data.system_prompt='123'",
         f"training.output_dir={tmp_path}", f"training.run_name={name}",
     )  # fmt: skip
     assert plan.run == tmp_path.resolve() / name
-    assert (
-        plan.shell.startswith(f"{sys.executable} -m fastmath sft tiny-sft ")
-        and "'data.system_prompt='\"'\"'123" in plan.shell
-    )
+    # as a person types it: a list as a,b (no quotes needed), a string that reads as a number quoted for YAML
+    assert plan.shell.startswith(f"{sys.executable} -m fastmath sft tiny-sft training.max_steps=30 ")
+    assert " lora.target_modules=q_proj,v_proj " in plan.shell and """ "data.system_prompt='123'" """ in plan.shell
+    assert shlex.split(plan.shell) == list(plan.argv)  # what a shell makes of it is the command that runs
+    listed = jobs.plan(tmp_path, "sft", "tiny-sft", {"lora.target_modules": ["a, b", "c"], "data.system_prompt": "$1"})
+    assert """ "lora.target_modules=['a, b', c]" 'data.system_prompt=$1' """ in listed.shell
+    assert shlex.split(listed.shell) == list(listed.argv)
     # what the command will run with is exactly what the form meant, types included
     inv = cli.prepare(cli.COMMANDS["sft"], list(plan.argv[4:]))
     assert (inv.recipe.training.max_steps, inv.recipe.lora.target_modules) == (30, ["q_proj", "v_proj"])
@@ -194,3 +198,19 @@ def test_ctrl_c_stops_fastmath_even_when_its_parent_ignored_sigint(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 130 and "interrupted" in stderr, stderr[-2000:]
+
+
+def test_a_command_that_fails_before_it_makes_its_run_leaves_no_folder_and_keeps_its_log(tmp_path):
+    """A model that is not there: `python -m fastmath sft` ends before training begins; the app keeps
+    no run folder that no page lists, shows the log from the job's own folder, and offers no Resume."""
+    missing = tmp_path / "models" / "not-built"
+    plan = jobs.plan(tmp_path, "sft", "tiny-sft", {"model.name": str(missing)}, stamp=STAMP)
+    job = jobs.start(tmp_path, plan, tmp_path)
+    assert plan.run.is_dir()  # its log is there while it runs
+    _until(lambda: jobs.load(tmp_path)[0].state not in ("running", "stopping"), seconds=120)
+    (job,) = jobs.load(tmp_path)
+    assert job.state == "failed" and job.returncode == 2
+    assert not plan.run.exists() and not jobs.started_its_run(job) and not jobs.resumable(tmp_path, job)
+    log = (jobs.log_folder(tmp_path, job) / runs.LOG).read_text()
+    assert log.startswith(f"\n$ {plan.shell}\n") and str(missing) in log and "Traceback" not in log
+    assert tables.log_tail(jobs.log_folder(tmp_path, job)) and tables.run_names(tmp_path) == []

@@ -1,11 +1,14 @@
 """Run: one run's progress (live while it trains), curves, eval results with 95% intervals, log,
-recipe, summary and exports, one tab each."""
+recipe, summary and exports, one tab each; "Evaluate this run" opens Train's eval form on it, and
+Export runs `python -m fastmath export` as a job (`jobs`)."""
+
+from pathlib import Path
 
 import streamlit as st
 import yaml
 
 from fastmath import export, runs
-from fastmath.app import tables, ui
+from fastmath.app import jobs, tables, ui
 from fastmath.app.i18n import t
 
 st.title(t("Run"))
@@ -61,6 +64,11 @@ with curves:
 
     ui.live(draw_curves, running, key="run_curves")
 with evals:
+    evaluable = files.status == "finished" and (run / runs.ADAPTER).is_file()
+    evaluate = t("Evaluate this run")
+    if evaluable and st.button(evaluate, key="run_evaluate", help=t("the Train page's eval form, on this run")):
+        st.session_state["train_command"], st.session_state["train_target"] = "eval", name
+        st.switch_page(ui.page("train"))
     table = tables.eval_table(run)
     if table.empty:
         st.info(t("Not evaluated yet: start an evaluation of {run} on the Train page.").format(run=name))
@@ -96,10 +104,36 @@ with figures:
 with exported:
     if not (run / runs.ADAPTER).is_file():
         st.info(t("No adapter to export (a base-model run)."))
+    elif files.status != "finished":
+        st.info(t("A run is exported once it has finished; this run is {status}.").format(status=files.status))
     else:
-        st.code("\n".join(export.export_command(run, fmt) for fmt in export.FORMATS), language="bash")
+        fmt = st.radio(t("Format"), export.FORMATS, horizontal=True, key="run_export_format")
+        with ui.errors_as_messages():
+            plan = jobs.export_plan(root, name, fmt)
+            st.code(plan.shell, language="bash", wrap_lines=True)
+            again = "--force" in plan.argv
+            if st.button(t("Export again (replaces it)") if again else t("Export"), key="run_export"):
+                st.session_state[f"export_job:{name}"] = jobs.start(root, plan, Path.cwd()).name
+
+        def draw_export() -> bool:
+            """The export job's state and log while it runs; then the files it wrote, with their sizes."""
+            job = next((j for j in jobs.load(root) if j.name == st.session_state.get(f"export_job:{name}")), None)
+            if job is not None:
+                st.markdown(f"`export` · {t(job.state)}")
+                if job.state == "running" or job.state == "failed":
+                    st.code(tables.log_tail(jobs.log_folder(root, job), lines=8), language=None, wrap_lines=True)
+            written = jobs.exported_files(root, name, fmt)
+            if written:
+                folder = runs.export_dir(run, fmt, export.DEFAULT_QUANT[fmt])
+                st.caption(t("Written to {folder}:").format(folder=f"`{folder}`"))
+                st.dataframe(written, hide_index=True)
+            return job is not None and job.state == "running"
+
+        exporting = st.session_state.get(f"export_job:{name}")
+        busy = any(j.name == exporting and j.state == "running" for j in jobs.load(root))
+        ui.live(draw_export, busy, key="run_export_job")
         made = export.exports(run)
         if made:
             st.dataframe(made, hide_index=True)
         else:
-            st.info(t("Not exported yet: run a command above (`--help` lists every quant)."))
+            st.info(t("Not exported yet: Export runs the command above (`--help` lists every quant)."))

@@ -48,7 +48,10 @@ with st.expander(t("Generation settings")):
     timeout_s = st.number_input(t("Time limit (seconds)"), 0.1, 3600.0, 300.0, key="solve_timeout")
 
 writing = st.session_state.get(WRITING)
-if st.button(t("Solve"), type="primary"):
+solve = st.button(t("Solve"), type="primary")
+if solve and not question.strip():  # refused before the model loads
+    st.error(t("The problem is empty: type a math problem first."))
+elif solve:
     if writing is not None:
         writing.stop()
     model, tokenizer, system = ui.cached_model(

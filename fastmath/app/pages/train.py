@@ -9,8 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from fastmath import cli
-from fastmath.app import jobs, tables, ui
+from fastmath import cli, runs
+from fastmath.app import eval_defaults, jobs, tables, ui
 from fastmath.app.i18n import t
 from fastmath.errors import FastmathError
 
@@ -29,7 +29,7 @@ def start_form() -> None:
         t("Command"), commands, key="train_command", persist_state="session",
         format_func=lambda c: f"{c}: {cli.COMMANDS[c].help}",
     )  # fmt: skip
-    recipes, shipped = jobs.recipes(cwd), cli.COMMANDS[command].recipe
+    recipes, shipped = jobs.recipes(cwd), jobs.default_recipe(command)
     options = list(recipes) if shipped else [NO_RECIPE, *recipes]
     label = cols[1].selectbox(
         t("Recipe"), options, index=options.index(shipped) if shipped in options else 0,
@@ -37,6 +37,7 @@ def start_form() -> None:
     )  # fmt: skip
     flags: tuple[str, ...] = ()
     recipe = recipes.get(label)
+    defaults, suggested, overrides = jobs.defaults(command, recipe), {}, {}
     if command == "eval":
         targets = tables.eval_targets(root)
         if not targets:
@@ -44,8 +45,10 @@ def start_form() -> None:
             return
         target = cols[2].selectbox(t("Model to evaluate"), list(targets), key="train_target", persist_state="session")
         flags = targets[target]
-
-    defaults, overrides = jobs.defaults(command, recipe), {}
+        if flags[0] == "--lora":  # the run's own model, and the data and strategies its relatives were evaluated on
+            defaults |= {k: v for k, v in eval_defaults.model_keys(root, flags[1]).items() if k in defaults}
+            suggested = eval_defaults.for_run(root, flags[1])
+            st.caption(t("Evaluated as its relatives were, so that it lands in their leaderboard rows."))
     fields, sft_runs = jobs.fields(command), tables.finished_runs(root, "sft")
     sections = list(dict.fromkeys(f.name.partition(".")[0] for f in fields))
     for tab, section in zip(st.tabs(sections), sections, strict=True):
@@ -53,8 +56,8 @@ def start_form() -> None:
             cols = st.columns(3)
             for i, field in enumerate(f for f in fields if f.name.startswith(f"{section}.")):
                 with cols[i % 3]:
-                    key = f"train:{command}:{label}:{field.name}"
-                    value = ui.key_input(field, defaults[field.name], key, runs=sft_runs)
+                    key = f"train:{command}:{label}:{' '.join(flags)}:{field.name}"
+                    value = ui.key_input(field, suggested.get(field.name, defaults[field.name]), key, runs=sft_runs)
                 if value != defaults[field.name]:
                     overrides[field.name] = value
     st.caption(t("Only the keys you change are passed on the command line; the recipe gives the rest."))
@@ -66,6 +69,9 @@ def start_form() -> None:
     except FastmathError as e:
         plan = None
         st.error(str(e))
+    values = {**defaults, **overrides}
+    if jobs.needs_gpu(values):
+        st.warning(t(jobs.GPU_WARNING).format(model=values.get("model.name")))
     shown = plan.shell if plan else t("(fix the message above to see the command)")
     with st.container(key="train_preview"):  # the exact command Start runs
         st.code(shown, language="bash", wrap_lines=True)
@@ -74,6 +80,15 @@ def start_form() -> None:
         del st.session_state["train_stamp"]
         st.session_state["train_job"] = job.name
         st.rerun()
+
+
+def resume_help(run: Path) -> str:
+    """What Resume does, exactly: the checkpoint it continues from, or a new start where none was saved."""
+    checkpoint = runs.last_checkpoint(run)
+    if checkpoint is None:
+        return t("No checkpoint was saved: it trains again from step 1.")
+    step = checkpoint.name.rpartition("-")[2]
+    return t("Continues from checkpoint-{step}: its step {step} is done.").format(step=step)
 
 
 def watch(name: str) -> bool:
@@ -92,12 +107,18 @@ def watch(name: str) -> bool:
     if job.state == "running":
         st.button(t("Stop"), key="train_stop", on_click=jobs.stop, args=(root, job))
     elif job.state == "stopping":
-        st.caption(t("Stopping: Ctrl-C was sent; a training run saves its state and ends."))
-    elif jobs.resumable(root, job) and st.button(t("Resume"), help=t("continue from the last checkpoint")):
+        st.caption(t("Stopping: Ctrl-C was sent; a training run finishes its current step, saves a checkpoint of it "
+                     "and ends (Resume continues from that step)."))  # fmt: skip
+        late = t("One still running {seconds} s later is ended without a checkpoint.")
+        st.caption(late.format(seconds=int(jobs.GRACE_S)))
+    elif jobs.resumable(root, job) and st.button(t("Resume"), help=resume_help(Path(job.run))):
         resumed = jobs.start(root, jobs.resume_plan(root, job.run_name), cwd)
         st.session_state["train_job"] = resumed.name
         st.rerun()
-    st.code(tables.log_tail(Path(job.run), lines=15) or t("(no output yet)"), language=None, wrap_lines=True)
+    elif job.state in ("failed", "crashed", "ended") and not jobs.started_its_run(job):
+        st.error(t("The command ended before it began: nothing was made and no run was left behind. Its log:"))
+    log = tables.log_tail(jobs.log_folder(root, job), lines=15)
+    st.code(log or t("(no output yet)"), language=None, wrap_lines=True)
     return job.state in ACTIVE
 
 
@@ -115,6 +136,9 @@ if found:  # the job being watched first: after Start, the new job is at the top
 
 st.subheader(t("Start a run"))
 if not found and not tables.run_names(root):
-    st.info(t("No runs yet: tiny-sft trains a tiny model on the CPU in minutes (`make quickstart` builds one)."))
+    hint = t("No runs yet: the form below starts from {recipe}.").format(recipe=jobs.default_recipe("sft"))
+    if not jobs.has_gpu():
+        hint += " " + t("The tiny recipes train the quickstart's tiny model (`make quickstart` builds it) on a CPU.")
+    st.info(hint)
 with ui.errors_as_messages():
     start_form()
