@@ -295,9 +295,9 @@ def read_run(root: Path, name: str) -> RunFiles:
             files.broken.append(e.damage)
             figures = {}
         files.evals.update({(dataset, strategy): f for strategy, f in figures.items()})
-        for path in sorted((run / runs.EVAL / dataset).glob("*.jsonl")):  # per-problem files, whole once written
-            file, n = f"{runs.EVAL}/{dataset}/{path.name}", figures.get(path.stem, {}).get("n")
-            damage = _tail_damage(run, file) or _incomplete(file, path.read_bytes().count(b"\n"), n)
+        for results in sorted((run / runs.EVAL / dataset).glob("*.jsonl")):  # per-problem files, whole once written
+            file, n = f"{runs.EVAL}/{dataset}/{results.name}", figures.get(results.stem, {}).get("n")
+            damage = _tail_damage(run, file) or _incomplete(file, results.read_bytes().count(b"\n"), n)
             files.broken += [damage] if damage else []
     if not writing:
         files.broken += [d for d in [_tail_damage(run, runs.METRICS)] if d]

@@ -124,17 +124,17 @@ def series_name(metric: str) -> str:
     return t(SERIES.get(metric, metric))
 
 
-def line_chart(long: pd.DataFrame, series: str, y_title: str, height: int = 280) -> None:
+def line_chart(long: pd.DataFrame, series: str, y_title: str, height: int = 280, log_if_spread: bool = False) -> None:
     """Long rows (step, `series`, value) as lines on a shared step axis: every logged point drawn
     (marked, while few), each series' full name in the legend, which gets room of its own
-    (Streamlit fits the whole chart, legend included, into `height`). A positive curve that spans a
-    factor of `LOG_SPREAD` or more (a loss falling from 20 to 0.02) is drawn on a log axis, so its
-    first points do not flatten the rest."""
+    (Streamlit fits the whole chart, legend included, into `height`). With `log_if_spread`, a positive
+    curve that spans a factor of `LOG_SPREAD` or more (a loss falling from 20 to 0.02) is drawn on a
+    log axis, so its first points do not flatten the rest."""
     names = long[series].nunique()
     several = names > 1
     height += LEGEND_ROW_PX * names if several else 0
     values = long["value"].astype(float)
-    log = bool(len(values)) and values.min() > 0 and values.max() >= LOG_SPREAD * values.min()
+    log = log_if_spread and bool(len(values)) and values.min() > 0 and values.max() >= LOG_SPREAD * values.min()
     scale = {"type": "log"} if log else {"zero": False}
     spec: dict[str, Any] = {
         "mark": {"type": "line", "point": len(long) <= POINTS_UP_TO, "tooltip": True},
@@ -160,7 +160,8 @@ def curves(frame: pd.DataFrame) -> None:
     series under readable names."""
     for title, long in tables.metric_groups(frame).items():
         st.subheader(t(title))
-        line_chart(long.assign(series=long["series"].map(series_name)), "series", t(title))
+        named = long.assign(series=long["series"].map(series_name))
+        line_chart(named, "series", t(title), log_if_spread=title == "Loss")
 
 
 def damage_text(damage: tables.Damage) -> str:

@@ -44,4 +44,4 @@ for name, damage in unreadable:
 if curves.empty:
     st.info(t("No loss logged by these runs."))
 else:
-    ui.line_chart(curves, "run", t("loss"), height=360)
+    ui.line_chart(curves, "run", t("loss"), height=360, log_if_spread=True)
