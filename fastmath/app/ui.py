@@ -40,11 +40,11 @@ SERIES = {
     "rewards/accuracies": "chosen above rejected",
     "reward": "mean reward",
 }
-# The app's own look: a row of figures wraps onto more rows where it is narrow (at least 9rem a figure),
+# The app's own look: a row of figures wraps onto more rows where it is narrow (at least 8rem a figure),
 # and a figure wraps rather than being cut off with an ellipsis, at any width.
 STYLE = """<style>
 [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] [data-testid="stMetric"]) { flex-wrap: wrap; }
-[data-testid="stColumn"]:has([data-testid="stMetric"]) { min-width: 9rem; }
+[data-testid="stColumn"]:has([data-testid="stMetric"]) { min-width: 8rem; }
 [data-testid="stMetricValue"] { font-size: 1.75rem; }
 [data-testid="stMetricValue"], [data-testid="stMetricValue"] *, [data-testid="stMetricLabel"] * {
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
