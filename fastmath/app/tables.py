@@ -11,7 +11,7 @@ import json
 import re
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from fastmath import config, runs, stages
 from fastmath.errors import FastmathError
 from fastmath.grading import numbers_equal, outcome, truncate_at_new_question
 from fastmath.hub import looks_like_path
-from fastmath.io import read_jsonl
 
 # Run, dataset and strategy names as fastmath writes them: no separators, no leading dot.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -52,19 +51,28 @@ def run_dir(root: Path, name: str) -> Path:
     return _child(root, name, run_names(root), "run")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+class DamagedFile(FastmathError):
+    """A run's file that cannot be read: the view reading it says so (`damage`), in the interface's words."""
+
+    def __init__(self, run: Path, damage: Damage, error: str) -> None:
+        super().__init__(f"{run / damage.file} cannot be read: {error}")
+        self.damage = damage
+
+
+def _read_json(run: Path, file: str) -> dict[str, Any]:
     """A JSON object, or {} when the file is absent (a run still training has no summary yet)."""
+    path = run / file
     if not path.is_file():
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FastmathError(f"{path} is not valid JSON: {e}") from None
+        raise DamagedFile(run, Damage(file, "unreadable"), str(e)) from None
     return data if isinstance(data, dict) else {}
 
 
 def summary(run: Path) -> dict[str, Any]:
-    return _read_json(run / runs.SUMMARY)
+    return _read_json(run, runs.SUMMARY)
 
 
 def recipe(run: Path) -> dict[str, Any]:
@@ -79,14 +87,34 @@ def recipe(run: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def metrics(run: Path) -> pd.DataFrame:
-    """One row per logging step, indexed by step (empty when nothing was logged)."""
-    path = run / runs.METRICS
+def read_lines(run: Path, file: str) -> tuple[list[dict[str, Any]], Damage | None]:
+    """The rows of a JSON-lines file of `run` ([] when absent) and what is wrong with it: a last
+    line cut off mid-row (a writer that stopped) is returned as damage, the rows before it kept;
+    a line in the middle that is not JSON raises, naming the file and the line."""
+    path = run / file
+    if not path.is_file():
+        return [], None
     try:
-        rows = list(read_jsonl(path)) if path.is_file() else []
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FastmathError(f"{run.name}/{runs.METRICS} is not valid JSON lines: {e}") from None
-    frame = pd.DataFrame(rows)
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise DamagedFile(run, Damage(file, "unreadable"), str(e)) from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number == len(lines):  # no newline after it: the file ends mid-row
+                return rows, Damage(file, "cut off", number)
+            raise DamagedFile(run, Damage(file, "unreadable", number), e.msg) from None
+    return rows, None
+
+
+def metrics(run: Path) -> pd.DataFrame:
+    """One row per logging step, indexed by step (empty when nothing was logged); a last row cut
+    off is left out (`read_run` marks a run whose file ends so once it is no longer written)."""
+    frame = pd.DataFrame(read_lines(run, runs.METRICS)[0])
     return frame.set_index("step") if "step" in frame else frame
 
 
@@ -104,22 +132,42 @@ def _eval_folder(run: Path, dataset: str) -> Path:
 
 def eval_summary(run: Path, dataset: str) -> dict[str, dict[str, Any]]:
     """`{strategy: figures}` from `eval/<dataset>/summary.json`, in the order the eval ran them."""
-    return {k: v for k, v in _read_json(_eval_folder(run, dataset) / runs.SUMMARY).items() if isinstance(v, dict)}
+    _eval_folder(run, dataset)  # a dataset the listing holds
+    figures = _read_json(run, f"{runs.EVAL}/{dataset}/{runs.SUMMARY}")
+    return {k: v for k, v in figures.items() if isinstance(v, dict)}
 
 
 def strategies(run: Path, dataset: str) -> list[str]:
-    """Strategies with per-problem results for `dataset`: summary order first, then the rest."""
+    """Strategies with per-problem results for `dataset`: summary order first, then the rest
+    (all in name order when the summary cannot be read: the results stay reachable)."""
     found = {p.stem for p in _eval_folder(run, dataset).glob("*.jsonl") if NAME.fullmatch(p.stem)}
-    ordered = [s for s in eval_summary(run, dataset) if s in found]
+    try:
+        ordered = [s for s in eval_summary(run, dataset) if s in found]
+    except FastmathError:
+        ordered = []
     return ordered + sorted(found - set(ordered))
 
 
-def problems(run: Path, dataset: str, strategy: str) -> list[dict[str, Any]]:
-    """The per-problem records of one eval, each with its `kind` added."""
+def problems(run: Path, dataset: str, strategy: str) -> tuple[list[dict[str, Any]], Damage | None]:
+    """The per-problem records of one eval, each with its `kind` added, and what is wrong with the
+    file: a last line cut off, or fewer problems than its summary counted (`incomplete`)."""
     if strategy not in strategies(run, dataset):
         raise FastmathError(f"{run.name} has no {dataset} results for strategy {strategy!r}")
-    path = _eval_folder(run, dataset) / f"{strategy}.jsonl"
-    return [{**row, "kind": problem_kind(row)} for row in read_jsonl(path)]
+    rows, damage = read_lines(run, f"{runs.EVAL}/{dataset}/{strategy}.jsonl")
+    return [{**row, "kind": problem_kind(row)} for row in rows], damage or _short(run, dataset, strategy, len(rows))
+
+
+def _short(run: Path, dataset: str, strategy: str, rows: int) -> Damage | None:
+    """An eval file holding fewer problems than its summary says were measured."""
+    try:
+        n = eval_summary(run, dataset).get(strategy, {}).get("n")
+    except FastmathError:
+        return None  # the summary's own damage is reported where it is read
+    return _incomplete(f"{runs.EVAL}/{dataset}/{strategy}.jsonl", rows, n)
+
+
+def _incomplete(file: str, rows: int, n: Any) -> Damage | None:
+    return Damage(file, "incomplete", rows=rows, of=n) if isinstance(n, int) and rows < n else None
 
 
 def problem_kind(row: dict[str, Any]) -> str:
@@ -178,38 +226,81 @@ def model_label(name: Any) -> Any:
     return Path(name.rstrip("/")).name if isinstance(name, str) and looks_like_path(name) else name
 
 
+@dataclass(frozen=True)
+class Damage:
+    """What is wrong with one file of a run: `unreadable` (not JSON), `cut off` (its last line ends
+    mid-row: a writer stopped) or `incomplete` (fewer problems than its summary counted)."""
+
+    file: str  # relative to the run: `summary.json`, `eval/gsm8k/cot.jsonl`
+    what: str
+    line: int | None = None
+    rows: int | None = None
+    of: int | None = None
+
+
 @dataclass
 class RunFiles:
-    """What one run's files say, read once. A file that cannot be read is named in `broken`
-    instead of raising, so one bad file marks its run and the rest of the table still shows."""
+    """What one run's files say, read once. A file that cannot be read, or ends cut off once the
+    run is no longer writing it, is named in `broken` instead of raising: it marks its run and the
+    view that reads it, and the rest of the table (and of the run) still shows."""
 
     name: str
     meta: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     evals: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (dataset, strategy) -> figures
-    broken: list[str] = field(default_factory=list)
+    broken: list[Damage] = field(default_factory=list)
     status: str = MISSING  # run.json's, or `crashed` when the process writing it is gone (runs.status)
 
     @property
-    def status_text(self) -> str:
-        return f"broken: {', '.join(self.broken)}" if self.broken else self.status
+    def state(self) -> str:
+        """The status a table shows: `broken` when a file cannot be read, else `incomplete` when
+        one is cut short, else the run's own."""
+        if any(d.what == "unreadable" for d in self.broken):
+            return "broken"
+        return "incomplete" if self.broken else self.status
+
+    def damaged(self, file: str) -> Damage | None:
+        return next((d for d in self.broken if d.file == file), None)
+
+
+def _tail_damage(run: Path, file: str) -> Damage | None:
+    """A JSON-lines file whose last line is cut off (only that line parsed: every table reads every run)."""
+    path = run / file
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return None
+    last = data[data.rfind(b"\n") + 1 :]
+    try:
+        json.loads(last)
+    except ValueError:
+        return Damage(file, "cut off", data.count(b"\n") + 1)
+    return None
 
 
 def read_run(root: Path, name: str) -> RunFiles:
     run, files = run_dir(root, name), RunFiles(name)
     for attribute, path in (("meta", runs.RUN_JSON), ("summary", runs.SUMMARY)):
         try:
-            setattr(files, attribute, _read_json(run / path))
-        except FastmathError:
-            files.broken.append(path)
+            setattr(files, attribute, _read_json(run, path))
+        except DamagedFile as e:
+            files.broken.append(e.damage)
+    files.status = runs.status(run, files.meta) or MISSING
+    writing = files.status in ("running", "stopping")
     for dataset in datasets(run):
         try:
             figures = eval_summary(run, dataset)
-        except FastmathError:
-            files.broken.append(f"eval/{dataset}/summary.json")
-            continue
+        except DamagedFile as e:
+            files.broken.append(e.damage)
+            figures = {}
         files.evals.update({(dataset, strategy): f for strategy, f in figures.items()})
-    files.status = runs.status(run, files.meta) or MISSING
+        for results in sorted((run / runs.EVAL / dataset).glob("*.jsonl")):  # per-problem files, whole once written
+            file, n = f"{runs.EVAL}/{dataset}/{results.name}", figures.get(results.stem, {}).get("n")
+            damage = _tail_damage(run, file) or _incomplete(file, results.read_bytes().count(b"\n"), n)
+            files.broken += [damage] if damage else []
+    if not writing:
+        files.broken += [d for d in [_tail_damage(run, runs.METRICS)] if d]
     return files
 
 
@@ -219,10 +310,10 @@ def eval_label(dataset: str, strategy: str) -> str:
 
 def accuracy_text(figures: dict[str, Any]) -> str:
     """`62.5% (41.0–80.2)`: the accuracy and its 95% interval, or — when the summary lacks them."""
-    accuracy, interval = _percent(figures.get("accuracy")), figures.get("ci95")
+    accuracy, interval = _percent(figures.get("accuracy")), _interval(figures)
     if accuracy is None:
         return MISSING
-    if not (isinstance(interval, list) and len(interval) == 2 and all(isinstance(x, (int, float)) for x in interval)):
+    if interval is None:
         return f"{accuracy:.1f}%"
     return f"{accuracy:.1f}% ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})"
 
@@ -231,8 +322,10 @@ def number_text(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else MISSING
 
 
-def runs_table(root: Path) -> pd.DataFrame:
-    """Every run, oldest first: name, status, accuracy (95% interval) on every eval, then what it is.
+def runs_table(root: Path, say: Callable[[str], str] = str) -> pd.DataFrame:
+    """Every run, oldest first: name, status, stage, final loss and trained tokens, accuracy (95%
+    interval) on every eval, then where it comes from. `say` puts a status in the interface's words;
+    a damaged run's status names its damaged files.
 
     Every cell is text, so nothing shows as None or NaN: a run not evaluated one way shows —.
     """
@@ -240,33 +333,60 @@ def runs_table(root: Path) -> pd.DataFrame:
     for name in run_names(root):
         files = read_run(root, name)
         meta, final = files.meta, files.summary
+        status = say(files.state)
         rows.append(
             {
                 "run": name,
-                "status": files.status_text,
+                "status": f"{status}: {', '.join(d.file for d in files.broken)}" if files.broken else status,
                 "stage": meta.get("stage") or MISSING,
+                "final loss": number_text(final.get("final_loss"), ".4f"),
+                "trained tokens": number_text(final.get("trained_tokens"), ","),
                 **{eval_label(*k): accuracy_text(f) for k, f in files.evals.items()},
                 "base model": model_label(meta.get("base_model")) or MISSING,
                 "parent": meta.get("parent") or MISSING,
                 "started": str(meta.get("started") or MISSING).replace("T", " "),
-                "final loss": number_text(final.get("final_loss"), ".4f"),
-                "trained tokens": number_text(final.get("trained_tokens"), ","),
             }
         )
     return pd.DataFrame(rows).fillna(MISSING)
 
 
-def _gain(figures: dict[str, Any], other: dict[str, Any] | None) -> str:
+def _gain(figures: dict[str, Any], other: dict[str, Any] | None, say: Callable[[str], str] = str) -> str:
     """Accuracy over another run's on the same eval, in percentage points; — unless both measured
     the same number of problems."""
     if not other or other.get("n") != figures.get("n") or not isinstance(other.get("accuracy"), (int, float)):
         return MISSING
-    return f"{100 * (figures['accuracy'] - other['accuracy']):+.1f} pp"
+    return say("{pp:+.1f} pp").format(pp=100 * (figures["accuracy"] - other["accuracy"]))
 
 
-def leaderboard(root: Path) -> pd.DataFrame:
+def _interval(figures: dict[str, Any]) -> tuple[float, float] | None:
+    ci = figures.get("ci95")
+    if isinstance(ci, list) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
+        return ci[0], ci[1]
+    return None
+
+
+def _lead(key: tuple[str, str], best: RunFiles, others: list[RunFiles], say: Callable[[str], str]) -> str:
+    """How the best run leads the next one on the same eval, and whether the lead can be trusted:
+    a tie (the same accuracy: the newest run was picked), a lead inside overlapping 95% intervals
+    (not significant), or a clear one; — when no other run was evaluated that way."""
+    if not others:
+        return MISSING
+    top = best.evals[key]
+    tied = [f.name for f in others if f.evals[key]["accuracy"] == top["accuracy"]]
+    if tied:
+        return say("tie with {runs}").format(runs=", ".join(tied))
+    runner = max(reversed(others), key=lambda f: f.evals[key]["accuracy"])
+    gap = say("{pp:+.1f} pp").format(pp=100 * (top["accuracy"] - runner.evals[key]["accuracy"]))
+    mine, theirs = _interval(top), _interval(runner.evals[key])
+    if mine and theirs and mine[0] <= theirs[1]:
+        return say("{gap} over {run}: 95% intervals overlap, not significant").format(gap=gap, run=runner.name)
+    return say("{gap} over {run}").format(gap=gap, run=runner.name)
+
+
+def leaderboard(root: Path, say: Callable[[str], str] = str) -> pd.DataFrame:
     """The best run of every dataset · strategy, best first: its accuracy with the 95% interval,
-    and what it gained over its parent run and over the base model it was trained from."""
+    how it leads the next run (ties and overlapping intervals said so: `_lead`), and what it
+    gained over its parent run and over the base model it was trained from."""
     every = {name: read_run(root, name) for name in run_names(root)}
     bases = {f.meta.get("base_model"): f for f in every.values() if f.meta.get("stage") == "base"}
     board: dict[tuple[str, str], list[RunFiles]] = {}
@@ -287,9 +407,10 @@ def leaderboard(root: Path) -> pd.DataFrame:
                 "best run": best.name,
                 "stage": best.meta.get("stage") or MISSING,
                 "accuracy": accuracy_text(figures),
+                "lead": _lead(key, best, [f for f in evaluated if f is not best], say),
                 "n": number_text(figures.get("n"), "d"),
-                "vs parent": _gain(figures, parent.evals.get(key) if parent else None),
-                "vs base model": _gain(figures, base.evals.get(key) if base and base is not best else None),
+                "vs parent": _gain(figures, parent.evals.get(key) if parent else None, say),
+                "vs base model": _gain(figures, base.evals.get(key) if base and base is not best else None, say),
                 "runs": len(evaluated),
                 "_accuracy": figures["accuracy"],
             }
@@ -396,16 +517,19 @@ def stage_keys(stage: str | None) -> set[str]:
     return {name for name, _, _ in config.keys(config.stage_sections(stage), stage)}
 
 
-def recipe_diff(recipes: dict[str, tuple[str | None, dict[str, Any]]]) -> pd.DataFrame:
+def recipe_diff(recipes: dict[str, tuple[str | None, dict[str, Any]]], say: Callable[[str], str] = str) -> pd.DataFrame:
     """`section.key` × run for `{run: (stage, recipe)}`: only keys some run's stage reads, only where
-    the values differ (the run's own name is not a setting); `not used` where a run's stage does not read it."""
+    the values differ (the run's own name is not a setting); `not used` (in `say`'s words) where a
+    run's stage does not read it."""
     flat = {
         name: {k: v for k, v in _flatten(tree).items() if k in stage_keys(stage)}
         for name, (stage, tree) in recipes.items()
     }
     keys = sorted({k for f in flat.values() for k in f} - {"training.run_name"})
     differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat.values()}) > 1]
-    columns = {name: [config.value_text(f[k]) if k in f else "not used" for k in differing] for name, f in flat.items()}
+    columns = {
+        name: [config.value_text(f[k]) if k in f else say("not used") for k in differing] for name, f in flat.items()
+    }
     return pd.DataFrame(columns, index=pd.Index(differing, name="recipe key"))
 
 
@@ -427,15 +551,21 @@ def metric_groups(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {title: long for title, long in groups.items() if not long.empty}
 
 
-def loss_curves(root: Path, names: list[str]) -> pd.DataFrame:
+def loss_curves(root: Path, names: list[str]) -> tuple[pd.DataFrame, list[tuple[str, Damage]]]:
     """Training loss by step, long rows (step, run, value): each run keeps every point it logged,
-    whatever its logging interval (runs without a logged loss are left out)."""
-    curves = []
+    whatever its logging interval (runs without a logged loss are left out); and the runs whose
+    metrics cannot be read, with what is wrong (those runs left out, the others drawn)."""
+    curves, unreadable = [], []
     for name in names:
-        frame = metrics(run_dir(root, name))
+        try:
+            frame = metrics(run_dir(root, name))
+        except DamagedFile as e:
+            unreadable.append((name, e.damage))
+            continue
         if "loss" in frame:
             curves.append(metric_series(frame, ["loss"], "run").assign(run=name))
-    return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["step", "run", "value"])
+    empty = pd.DataFrame(columns=["step", "run", "value"])
+    return (pd.concat(curves, ignore_index=True) if curves else empty), unreadable
 
 
 @dataclass(frozen=True)
@@ -480,16 +610,16 @@ def progress(frame: pd.DataFrame) -> Progress:
     )
 
 
-def duration_text(seconds: float | None) -> str:
-    """`42 s`, `3 min 05 s`, `1 h 02 min`; — when unknown."""
+def duration_text(seconds: float | None, say: Callable[[str], str] = str) -> str:
+    """`42 s`, `3 min 05 s`, `1 h 02 min` (in `say`'s words); — when unknown."""
     if seconds is None:
         return MISSING
     s = round(seconds)
     if s < 60:
-        return f"{s} s"
+        return say("{s} s").format(s=s)
     if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+        return say("{m} min {s:02d} s").format(m=s // 60, s=s % 60)
+    return say("{h} h {m:02d} min").format(h=s // 3600, m=s % 3600 // 60)
 
 
 def log_tail(run: Path, lines: int = 40) -> str:

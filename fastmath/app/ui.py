@@ -4,8 +4,10 @@ refresh themselves while a run trains, the cached model, and errors shown as mes
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +17,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fastmath.app import tables
+from fastmath import config
+from fastmath.app import i18n, tables
+from fastmath.app.help_zh import HELP_ZH
 from fastmath.app.i18n import t
 from fastmath.errors import FastmathError
 
@@ -25,6 +29,28 @@ REFRESH_S = 2.0  # how often a view of a running run redraws itself
 POINTS_UP_TO = 300  # a curve with more logged points is drawn as a line alone
 WHOLE_STEPS = {"format": "d", "tickMinStep": 1}  # a step axis has no step 2.5
 LEGEND_ROW_PX = 22  # one legend entry below a chart
+ROW_PX, SCROLLBAR_PX = 35, 16  # st.dataframe's row height; a sideways scrollbar drawn over its last row
+PALETTE = "tableau10"  # lines told apart at a glance (Streamlit's own starts with two blues)
+LOG_SPREAD = 10  # a positive curve spanning this factor or more is drawn on a log axis
+# Metric names as the charts' legends show them (`rewards/<function>/mean`: that reward function's mean).
+SERIES = {
+    "rewards/chosen": "chosen",
+    "rewards/rejected": "rejected",
+    "rewards/margins": "margin (chosen − rejected)",
+    "rewards/accuracies": "chosen above rejected",
+    "reward": "mean reward",
+}
+# The app's own look: a row of figures wraps onto more rows where it is narrow (at least 8rem a figure),
+# and a figure wraps rather than being cut off with an ellipsis, at any width.
+STYLE = """<style>
+[data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] [data-testid="stMetric"]) { flex-wrap: wrap; }
+[data-testid="stColumn"]:has([data-testid="stMetric"]) { min-width: 8rem; }
+[data-testid="stMetricValue"] { font-size: 1.75rem; }
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] *, [data-testid="stMetricLabel"] * {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+  overflow-wrap: anywhere;
+}
+</style>"""
 log = logging.getLogger("fastmath.app")
 
 
@@ -65,6 +91,7 @@ def choose(label: str, options: Sequence[Any], key: str, default: Any = None, **
 def choose_many(label: str, options: Sequence[Any], key: str, default: Sequence[Any] = (), **kwargs: Any) -> list:
     """A multiselect whose choices are kept across pages."""
     widget = _restore(key, options, [v for v in default if v in options])
+    kwargs.setdefault("format_func", t)
     return st.multiselect(t(label), options, key=widget, on_change=_remember, args=(key,), **kwargs)
 
 
@@ -76,53 +103,89 @@ def open_run(name: str) -> None:
 
 def table(frame: pd.DataFrame, column_config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
     """`st.dataframe` with its column titles in the interface's language and, without an index,
-    its first column (the run's name) pinned so it stays in view while the table scrolls sideways."""
-    shown = frame.rename(columns=t)
+    its first column (the run's name) pinned so it stays in view while the table scrolls sideways;
+    tall enough for its last row to stay clear of the sideways scrollbar."""
+    index = frame.index.name
+    shown = frame.rename(columns=t).rename_axis(index=t(index) if isinstance(index, str) else index)
     config = {t(k): v for k, v in (column_config or {}).items()}
     kwargs.setdefault("hide_index", True)
+    if len(shown) <= 10:  # Streamlit's own height fits ten rows exactly, the scrollbar over the last
+        kwargs.setdefault("height", ROW_PX * (len(shown) + 1) + 3 + SCROLLBAR_PX)
     if kwargs["hide_index"] and len(shown.columns):
         config.setdefault(shown.columns[0], st.column_config.Column(pinned=True))
     return st.dataframe(shown, column_config=config, **kwargs)
 
 
-def line_chart(long: pd.DataFrame, series: str, y_title: str, height: int = 280) -> None:
+def series_name(metric: str) -> str:
+    """A logged metric as a legend names it, in the interface's language."""
+    function = re.fullmatch(r"rewards/(.+)/mean", metric)
+    if function:
+        return t("{function} (mean)").format(function=function.group(1))
+    return t(SERIES.get(metric, metric))
+
+
+def line_chart(long: pd.DataFrame, series: str, y_title: str, height: int = 280, log_if_spread: bool = False) -> None:
     """Long rows (step, `series`, value) as lines on a shared step axis: every logged point drawn
     (marked, while few), each series' full name in the legend, which gets room of its own
-    (Streamlit fits the whole chart, legend included, into `height`)."""
+    (Streamlit fits the whole chart, legend included, into `height`). With `log_if_spread`, a positive
+    curve that spans a factor of `LOG_SPREAD` or more (a loss falling from 20 to 0.02) is drawn on a
+    log axis, so its first points do not flatten the rest."""
     names = long[series].nunique()
     several = names > 1
     height += LEGEND_ROW_PX * names if several else 0
+    values = long["value"].astype(float)
+    log = log_if_spread and bool(len(values)) and values.min() > 0 and values.max() >= LOG_SPREAD * values.min()
+    scale = {"type": "log"} if log else {"zero": False}
     spec: dict[str, Any] = {
         "mark": {"type": "line", "point": len(long) <= POINTS_UP_TO, "tooltip": True},
         "encoding": {
             "x": {"field": "step", "type": "quantitative", "title": t("step"), "axis": WHOLE_STEPS},
-            "y": {"field": "value", "type": "quantitative", "title": y_title, "scale": {"zero": False}},
+            "y": {
+                "field": "value",
+                "type": "quantitative",
+                "title": f"{y_title} ({t('log scale')})" if log else y_title,
+                "scale": scale,
+            },
         },
         "height": height,
     }
     if several:
         legend = {"orient": "bottom", "direction": "vertical", "labelLimit": 0, "title": None}
-        spec["encoding"]["color"] = {"field": series, "type": "nominal", "legend": legend}
+        spec["encoding"]["color"] = {"field": series, "type": "nominal", "legend": legend, "scale": {"scheme": PALETTE}}
     st.vega_lite_chart(long, spec, width="stretch")
 
 
 def curves(frame: pd.DataFrame) -> None:
-    """The run's metric groups (stages.metric_groups()) that it logged, one chart each."""
+    """The run's metric groups (stages.metric_groups()) that it logged, one chart each, their
+    series under readable names."""
     for title, long in tables.metric_groups(frame).items():
         st.subheader(t(title))
-        line_chart(long, "series", t(title))
+        named = long.assign(series=long["series"].map(series_name))
+        line_chart(named, "series", t(title), log_if_spread=title == "Loss")
+
+
+def damage_text(damage: tables.Damage) -> str:
+    """What is wrong with a run's file, in the interface's language, naming the file (and line)."""
+    if damage.what == "cut off":
+        return t("{file} ends cut off at line {line}: it is incomplete").format(file=damage.file, line=damage.line)
+    if damage.what == "incomplete":
+        text = t("{file} holds {rows} of the {of} problems its summary counted: it is incomplete")
+        return text.format(file=damage.file, rows=damage.rows, of=damage.of)
+    if damage.line is not None:
+        return t("{file} line {line} cannot be read (not valid JSON)").format(file=damage.file, line=damage.line)
+    return t("{file} cannot be read (not valid JSON)").format(file=damage.file)
 
 
 def progress(run: Path, status: str) -> None:
     """Where a run stands: step of total, loss, tokens/s, time left and memory, from its metrics."""
     now = tables.progress(tables.metrics(run))
     cols = st.columns(6)
-    cols[0].metric(t("Status"), status)
+    cols[0].metric(t("Status"), t(status))
     step = f"{now.step} / {now.max_steps}" if now.step is not None and now.max_steps else tables.MISSING
     cols[1].metric(t("Step"), step)
     cols[2].metric(t("Loss"), tables.number_text(now.loss, ".4f"))
     cols[3].metric(t("Tokens/s"), tables.number_text(now.tokens_per_s, ",.0f"))
-    cols[4].metric(t("Time left"), tables.duration_text(now.seconds_left) if status == "running" else tables.MISSING)
+    cols[4].metric(t("Time left"), tables.duration_text(now.seconds_left, t) if status == "running" else tables.MISSING)
     memory = tables.number_text(now.peak_memory_gb, ".2f")
     cols[5].metric(t("Peak memory"), f"{memory} GB" if memory != tables.MISSING else memory)
     if now.step is not None and now.max_steps:
@@ -131,11 +194,26 @@ def progress(run: Path, status: str) -> None:
         st.caption(t("Live: this view refreshes every {s:g} s while the run trains.").format(s=REFRESH_S))
 
 
+@functools.cache
+def _ranges() -> dict[str, str]:
+    """Each recipe key's allowed numbers as a formula (`>= 1`, `[0, 1)`), the same in any language."""
+    every = config.keys(tuple(config.sections()))
+    return {name: str(f.metadata["range"]).removeprefix("in ") for name, f, _ in every if f.metadata["range"]}
+
+
+def key_help(field: Any) -> str:
+    """A recipe key's tooltip: its help in the interface's language (`help_zh.HELP_ZH` in 中文)."""
+    zh = HELP_ZH.get(field.name) if i18n.chinese() else None
+    if zh is None:
+        return field.help
+    return f"{zh}（{_ranges()[field.name]}）" if field.name in _ranges() else zh
+
+
 def key_input(field: Any, default: Any, key: str, runs: Sequence[str] = ()) -> Any:
     """One recipe key as a widget of its type (jobs.Field), its help text the recipe's own; returns
     the value typed, as the key's type (empty text is null where the key allows it). A key that
     names a run (`dpo.sft_run`) picks from `runs`."""
-    common = {"help": field.help, "key": key, "persist_state": "session"}
+    common = {"help": key_help(field), "key": key, "persist_state": "session"}
     if field.kind == "bool":
         return st.checkbox(field.name, value=default, **common)
     if field.kind in ("int", "float"):
@@ -220,9 +298,16 @@ class Writing:
         self.solution.stop()
 
 
-@st.cache_resource(max_entries=2, show_spinner="Loading the model (once per model and adapter)…")
 def cached_model(base: str, adapter: str | None):
-    """(model, tokenizer, system prompt), loaded once and shared by every session of the app.
+    """(model, tokenizer, system prompt), loaded once and shared by every session of the app (`_load`),
+    the wait said in the interface's language."""
+    with st.spinner(t("Loading the model (once per model and adapter)…")):
+        return _load(base, adapter)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _load(base: str, adapter: str | None):
+    """What `cached_model` returns, loaded once per base model and adapter.
 
     As on the command line: the adapter's run says which base model, load settings and system
     prompt go with it, and the backend is resolved (Unsloth imported) before anything loads.
@@ -245,6 +330,8 @@ def errors_as_messages() -> Iterator[None]:
     """A page that fails shows what went wrong as a message, never a traceback."""
     try:
         yield
+    except tables.DamagedFile as e:
+        st.error(damage_text(e.damage))
     except FastmathError as e:
         st.error(str(e))
     except Exception as e:

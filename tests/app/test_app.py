@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fastmath import cli, runs, stages
-from fastmath.app import i18n, jobs, tables
+from fastmath.app import i18n, jobs, tables, ui
 from fastmath.errors import FastmathError
 from fastmath.grading import gold_from_answer
 from fastmath.io import JsonlAppender, atomic_write_json, read_jsonl
@@ -149,7 +149,7 @@ def test_runs_page_lists_every_run_with_its_real_figures_and_no_raw_values(monke
     assert dpo[f"{DATASET} · cot"] == "—" and sft["parent"] == "—"  # not evaluated; no parent
     cells = [str(v) for v in table.reset_index().to_numpy().ravel()]
     assert not [c for c in cells if c in ("None", "nan", "NaN", "") or c.startswith("/")]
-    assert list(table.columns)[:2] == ["status", "stage"]  # accuracy right after: in view
+    assert list(table.columns)[:4] == ["status", "stage", "final loss", "trained tokens"]  # in view, accuracy after
 
 
 def test_a_row_opens_its_run(monkeypatch, app_outputs, sft_name):
@@ -168,11 +168,18 @@ def test_a_broken_file_marks_its_run_not_the_page(monkeypatch, app_outputs, sft_
     at = open_app(monkeypatch, outputs)
     table = at.dataframe[0].value.set_index("run")  # no evaluation left to lead with: the runs table comes first
     assert table.loc[sft_name, "status"] == f"broken: summary.json, eval/{DATASET}/summary.json"
+    assert table.loc[sft_name, "final loss"] == "—"  # what the broken summary held is not made up
     assert table.loc[_dpo_name(app_outputs), "status"] == "finished"
     assert at.info[0].value.startswith("Nothing evaluated yet")
     at.switch_page("fastmath/app/pages/run.py").run()
     _widget(at, "selectbox", "Run").set_value(sft_name).run()
-    assert not at.exception and "cannot be read: summary.json" in at.warning[0].value
+    assert not at.exception and "damaged: summary.json cannot be read" in at.warning[0].value
+    # each tab shows what it reads: the eval summary's error on Evaluation, the recipe, the summary's error
+    assert [e.value for e in at.error] == [
+        f"eval/{DATASET}/summary.json cannot be read (not valid JSON)",
+        "summary.json cannot be read (not valid JSON)",
+    ]
+    assert "run_name:" in at.code[0].value and "fastmath export" in at.code[1].value
 
 
 def test_runs_page_compare_button_opens_compare_with_the_chosen_runs(monkeypatch, app_outputs, sft_name):
@@ -311,11 +318,15 @@ def test_run_page_charts_grpo_metrics_when_they_are_logged(tmp_path):
     rows = [{"step": s, "loss": 0.1, **{k: v * s for k, v in grpo.items()}} for s in (1, 2, 3)]
     (tmp_path / runs.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
     groups = tables.metric_groups(tables.metrics(tmp_path))
-    assert list(groups) == ["Loss", "GRPO reward", "GRPO groups whose rewards all agree", "Completion length",
+    assert list(groups) == ["Loss", "GRPO reward", "GRPO reward spread within a group",
+                            "GRPO groups whose rewards all agree", "Completion length",
                             "KL to the reference"]  # fmt: skip
-    assert sorted(set(groups["GRPO reward"]["series"])) == [
-        "reward", "reward_std", "rewards/correct/mean", "rewards/format/mean",
-    ]  # fmt: skip
+    # the spread has an axis of its own; the legend names each series readably
+    assert sorted(set(groups["GRPO reward"]["series"])) == ["reward", "rewards/correct/mean", "rewards/format/mean"]
+    assert list(groups["GRPO reward spread within a group"]["series"].unique()) == ["reward_std"]
+    from fastmath.app import ui
+
+    assert [ui.series_name(s) for s in ("reward", "rewards/correct/mean")] == ["mean reward", "correct (mean)"]
     assert len(groups["KL to the reference"]) == 3
 
 
@@ -341,7 +352,8 @@ def test_compare_page_matrix_recipe_diff_and_loss_curves(monkeypatch, app_output
 
 
 def test_loss_curves_keep_every_point_of_runs_logged_at_other_intervals(app_outputs, sft_name):
-    curves = tables.loss_curves(app_outputs, [sft_name, _dpo_name(app_outputs)])
+    curves, unreadable = tables.loss_curves(app_outputs, [sft_name, _dpo_name(app_outputs)])
+    assert unreadable == []
     for name in (sft_name, _dpo_name(app_outputs)):
         logged = tables.metrics(app_outputs / name)["loss"].dropna()
         shown = curves[curves["run"] == name].set_index("step")["value"]
@@ -409,6 +421,11 @@ def test_problems_page_opens_on_the_best_run_not_the_newest(monkeypatch, app_out
     assert _widget(at, "selectbox", "Run").value == sft_name
 
 
+def _completions(at) -> list[str]:
+    """The completions the page shows (its other HTML is the app's style sheet)."""
+    return [h.proto.body for h in at.html if "fastmath-completion" in h.proto.body]
+
+
 def test_problems_page_search_and_highlighted_answer(monkeypatch, app_outputs, sft_name):
     records = {r["id"]: r for r in _records(app_outputs, sft_name, "zero_shot")}
     at = open_app(monkeypatch, app_outputs, "problems")
@@ -422,7 +439,7 @@ def test_problems_page_search_and_highlighted_answer(monkeypatch, app_outputs, s
     row = records["train-0"]
     assert row["outcome"] == "correct" and row["pred"] == gold_from_answer(row["gold"])
     assert at.text[0].value == row["question"]
-    (completion,) = [h.proto.body for h in at.html]
+    (completion,) = _completions(at)
     assert f"<mark>{row['pred']}</mark>" in completion
     _widget(at, "text_input", "Search").input("no such words anywhere").run()
     assert at.dataframe[0].value.empty
@@ -435,7 +452,7 @@ def test_problems_page_side_by_side_with_another_strategy(monkeypatch, app_outpu
     _widget(at, "multiselect", "Outcome").set_value(list(tables.KINDS)).run()
     _widget(at, "selectbox", "Problem").set_value("test-0").run()
     _widget(at, "selectbox", "Side by side with").set_value((sft_name, "cot")).run()
-    shown = [h.proto.body.replace("<mark>", "").replace("</mark>", "") for h in at.html]
+    shown = [body.replace("<mark>", "").replace("</mark>", "") for body in _completions(at)]
     for strategy, body in zip(("zero_shot", "cot"), shown, strict=True):
         (record,) = [r for r in _records(app_outputs, sft_name, strategy) if r["id"] == "test-0"]
         assert html.escape(record["completion"]) in body
@@ -535,7 +552,7 @@ def test_solve_page_checks_the_answer_against_the_expected_one(monkeypatch, app_
     _ask(at, problem["question"], sft_name, expected=gold)
     assert not at.exception and not at.error
     assert [s.value for s in at.success] == [f"Right: {gold}"]
-    (body,) = [h.proto.body for h in at.html]
+    (body,) = _completions(at)
     assert f"<mark>{gold}</mark>" in body and "max-height" in body  # in a box of bounded height
     assert "Question" in at.code[0].value or problem["question"][:30] in at.code[0].value  # the prompt sent
     # a rerun (any widget) shows the last answer again instead of losing it
@@ -627,14 +644,22 @@ def _literals() -> set[str]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             called = getattr(node, "func", None)
             name = getattr(called, "id", None) or getattr(called, "attr", None)
-            if name in ("t", "choose", "choose_many") and node.args and isinstance(node.args[0], ast.Constant):
+            if name in ("t", "say", "choose", "choose_many") and node.args and isinstance(node.args[0], ast.Constant):
                 found.add(node.args[0].value)
     return found
 
 
+def _assigned(page: str, name: str) -> str:
+    """The source of a page's top-level constant (a page is a script: importing it would draw it)."""
+    tree = ast.parse((REPO / "fastmath" / "app" / "pages" / f"{page}.py").read_text(encoding="utf-8"))
+    (found,) = [n.value for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == name]
+    return ast.unparse(found)
+
+
 def test_every_label_has_its_chinese(app_outputs, sft_name):
     words = _literals() | set(stages.metric_groups()) | set(tables.KINDS) | {k.capitalize() for k in tables.KINDS}
-    words |= {"running", "stopping", *jobs.ENDED}
+    words |= {"running", "stopping", "broken", "incomplete", *jobs.ENDED, *ui.SERIES.values()}
+    words |= set(ast.literal_eval(_assigned("problems", "FINISH_REASONS")).values())
     for frame in (tables.leaderboard(app_outputs), tables.runs_table(app_outputs),
                   tables.eval_table(app_outputs / sft_name)):  # fmt: skip
         words |= {c for c in frame.columns if " · " not in c or c == "dataset · strategy"}
@@ -701,3 +726,65 @@ def test_log_tail_shows_a_progress_bar_as_its_latest_state(tmp_path):
     (tmp_path / runs.LOG).write_text("$ python -m fastmath sft\n 10%|#  | 1/10\r 20%|## | 2/10\r\nloss 1.0\n")
     assert tables.log_tail(tmp_path) == "$ python -m fastmath sft\n 20%|## | 2/10\nloss 1.0"
     assert tables.log_tail(tmp_path, lines=1) == "loss 1.0"
+
+
+# --- Damaged files, ties, 中文 help (issue 22) ----------------------------------------------------
+
+
+def test_files_cut_short_show_their_run_incomplete_never_as_whole(monkeypatch, app_outputs, sft_name, tmp_path):
+    """A per-problem file that lost its last rows and a metrics file whose last row was cut mid-line,
+    in a finished run: the run is `incomplete`, each file named with what is missing where it is read."""
+    outputs = _copy(app_outputs, tmp_path, sft_name, _dpo_name(app_outputs))
+    run = outputs / sft_name
+    per_problem = run / "eval" / DATASET / "cot.jsonl"
+    per_problem.write_text("".join(per_problem.read_text().splitlines(keepends=True)[:4]))  # 4 of 6 problems
+    metrics = (run / runs.METRICS).read_text()
+    (run / runs.METRICS).write_text(metrics[: metrics.rstrip("\n").rfind("\n") + 20])  # a row cut mid-line
+    lines = metrics.count("\n")
+
+    files = tables.read_run(outputs, sft_name)
+    assert files.state == "incomplete"
+    assert [d.file for d in files.broken] == [f"eval/{DATASET}/cot.jsonl", "metrics.jsonl"]
+    at = open_app(monkeypatch, outputs)
+    table = at.dataframe[1].value.set_index("run")
+    assert table.loc[sft_name, "status"] == f"incomplete: eval/{DATASET}/cot.jsonl, metrics.jsonl"
+    assert table.loc[_dpo_name(app_outputs), "status"] == "finished"
+
+    at.switch_page("fastmath/app/pages/run.py").run()
+    _widget(at, "selectbox", "Run").set_value(sft_name).run()
+    assert {m.label: m.value for m in at.metric}["Status"] == "incomplete"  # not "finished"
+    assert f"metrics.jsonl ends cut off at line {lines}: it is incomplete" in at.warning[0].value
+
+    at.switch_page("fastmath/app/pages/problems.py").run()
+    _widget(at, "selectbox", "Run").set_value(sft_name).run()
+    _widget(at, "selectbox", "Strategy").set_value("cot").run()
+    assert [w.value for w in at.warning] == [
+        f"eval/{DATASET}/cot.jsonl holds 4 of the 6 problems its summary counted: it is incomplete"
+    ]
+    assert {m.label: m.value for m in at.metric}["Correct"].endswith("/ 4")
+
+
+def test_leaderboard_says_when_the_best_is_a_tie_or_inside_overlapping_intervals(tmp_path):
+    made = [("sft-a", 30, 39), ("grpo-b", 30, 10), ("dpo-c", 36, 8)]  # correct of 40 on gsm8k, then on svamp
+    for day, (name, gsm8k, svamp) in enumerate(made, start=1):
+        meta = {"stage": name.split("-")[0], "base_model": "/m/model", "status": "finished"}
+        atomic_write_json(tmp_path / name / "run.json", {**meta, "started": f"2026-01-0{day}"})
+        _eval_summary(tmp_path / name, "gsm8k", "cot", gsm8k, 40)
+        _eval_summary(tmp_path / name, "svamp", "cot", svamp, 40)
+    lead = tables.leaderboard(tmp_path).set_index("dataset · strategy")["lead"]
+    assert lead["svamp · cot"] == "+72.5 pp over grpo-b"  # 97.5% (87.1–99.6) against 25.0% (14.2–40.2)
+    assert lead["gsm8k · cot"] == "+15.0 pp over grpo-b: 95% intervals overlap, not significant"
+    atomic_write_json(tmp_path / "dpo-c" / "eval" / "gsm8k" / "summary.json", {})  # now grpo-b leads, tied
+    board = tables.leaderboard(tmp_path).set_index("dataset · strategy")
+    assert board.loc["gsm8k · cot", "best run"] == "grpo-b"  # the newest of the two
+    assert board.loc["gsm8k · cot", "lead"] == "tie with sft-a"
+
+
+def test_every_recipe_key_has_its_chinese_help():
+    from fastmath import config
+    from fastmath.app.help_zh import HELP_ZH
+
+    every = [name for name, _, _ in config.keys(tuple(config.sections()))]
+    assert sorted(set(every) - set(HELP_ZH)) == [] and sorted(set(HELP_ZH) - set(every)) == []
+    field = next(f for f in jobs.fields("sft") if f.name == "lora.dropout")
+    assert ui.key_help(field) == "dropout on the LoRA input (in [0, 1))"  # English: the recipe's own

@@ -7,8 +7,10 @@ each page to $FASTMATH_SCREENSHOTS when it is set (README's: see `test_screensho
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -104,18 +107,20 @@ def _open_page(browser, url: str):
     return page
 
 
-def _screenshot(page, name: str, folder: Path, whole: bool = False) -> None:
-    """The page from its top once the script run is over (Streamlit's running indicator gone);
-    `whole`: all of it, which scrolls inside its main pane, so the window is made as tall for the picture."""
+def _screenshot(page, name: str, folder: Path, whole: bool = False, width: int = VIEWPORT["width"]) -> None:
+    """The page from its top once the script run is over (Streamlit's running indicator gone), `width`
+    px wide; `whole`: all of it, which scrolls inside its main pane, so the window is made as tall."""
     from playwright.sync_api import expect
 
+    page.set_viewport_size({**VIEWPORT, "width": width})
     expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()
     folder.mkdir(parents=True, exist_ok=True)
     main = page.get_by_test_id("stMain")
     main.evaluate("el => el.scrollTo(0, 0)")
     page.wait_for_timeout(1500)  # charts and tables draw after the script has run
     if whole:
-        page.set_viewport_size({**VIEWPORT, "height": max(VIEWPORT["height"], main.evaluate("el => el.scrollHeight"))})
+        tall = max(VIEWPORT["height"], main.evaluate("el => el.scrollHeight"))
+        page.set_viewport_size({"width": width, "height": tall})
         page.wait_for_timeout(1500)  # and again at the new size
     page.screenshot(path=str(folder / f"{name}.png"))
     page.set_viewport_size(VIEWPORT)
@@ -288,8 +293,9 @@ def test_browser_train_watch_stop_resume_then_the_leaderboard(browser, tiny_mode
 @pytest.mark.skipif(not os.environ.get("FASTMATH_SCREENSHOTS"), reason="set FASTMATH_SCREENSHOTS=DIR to save them")
 def test_screenshots_of_every_page(browser, request, tmp_path_factory):
     """Each page as a student sees it, into $FASTMATH_SCREENSHOTS, over $FASTMATH_APP_OUTPUTS (the
-    README's are the quickstart's) else the tests' runs. Last, a short SFT of the best run's base
-    model is started from the Train page, shown while it trains, and stopped (it stays in OUTPUTS)."""
+    README's are the quickstart's) else the tests' runs. Then a short SFT of the best run's base
+    model is started from the Train page, shown while it trains, and stopped (it stays in OUTPUTS);
+    last, Problems 800 px wide, and Runs and Run (800 px) in 中文."""
     from playwright.sync_api import expect
 
     from fastmath.app import tables
@@ -301,7 +307,7 @@ def test_screenshots_of_every_page(browser, request, tmp_path_factory):
         outputs = build_app_outputs(request.getfixturevalue("overfit_run"), tmp_path_factory.getbasetemp())
     best = outputs / tables.best_run(outputs)
     dataset = tables.datasets(best)[0]
-    problem = tables.problems(best, dataset, tables.strategies(best, dataset)[0])[0]
+    problem = tables.problems(best, dataset, tables.strategies(best, dataset)[0])[0][0]  # (rows, damage)
     with serving(outputs, outputs.parent) as url:
         page = _open_page(browser, url)
         _screenshot(page, "runs", folder, whole=True)
@@ -332,7 +338,185 @@ def test_screenshots_of_every_page(browser, request, tmp_path_factory):
         page.get_by_role("button", name="Stop", exact=True).click()
         expect(page.get_by_text("· sft · stopped").first).to_be_visible(timeout=120_000)
 
+        _open(page, "Problems")
+        _screenshot(page, "problems-800", folder, width=800)  # a narrow window: figures wrap, none is cut
+
         page.get_by_text("中文").click()
         _open(page, "运行列表")
         _screenshot(page, "runs-zh", folder)
+        _open(page, "运行")
+        _screenshot(page, "run-zh-800", folder, whole=True, width=800)
         page.close()
+
+
+# --- One app over runs with a damaged one: pages whole, 中文 throughout, nothing fetched, nothing cut ---
+
+DAMAGED = "sft-damaged"  # a copy of the SFT run whose files were cut off as a killed writer leaves them
+# What the 中文 pass does not read: code (commands, the recipe, the log), what models wrote, summary.json as
+# data; Streamlit's own: its icon ligatures (`keyboard_arrow_down` is drawn as an icon), its skip link, and
+# its select boxes' announcements to screen readers (`2 options available.`).
+NOT_INTERFACE = (
+    '[data-testid="stCode"], .fastmath-completion, [data-testid="stJson"], [data-testid="stIconMaterial"], '
+    '[data-testid="stSkipToContent"], [role="log"][aria-live]'
+)
+SHOWN_TEXT = """(skip) => {
+  const out = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const el = node.parentElement;
+    if (!node.textContent.trim() || !el || el.closest(skip) || el.closest('style, script, noscript')) continue;
+    if (!el.getClientRects().length || getComputedStyle(el).visibility === 'hidden') continue;
+    out.push(node.textContent.trim());
+  }
+  return out;
+}"""
+# A figure is cut when its box is narrower than its text (an ellipsis, or text hidden past its edge).
+CUT_FIGURES = """() => [...document.querySelectorAll(
+    '[data-testid="stMetricValue"], [data-testid="stMetricValue"] *, [data-testid="stMetricLabel"] *')]
+  .filter(el => el.scrollWidth > el.clientWidth + 1 || getComputedStyle(el).textOverflow === 'ellipsis'
+                && el.scrollWidth > el.clientWidth)
+  .map(el => el.innerText)"""
+LOCAL = re.compile(r"^(https?|wss?)://(127\.0\.0\.1|localhost)(:\d+)?/")
+
+
+def _cut_off(path: Path) -> None:
+    """The file as a writer killed mid-row leaves it: its last line half written, no newline after it."""
+    data = path.read_bytes().rstrip(b"\n")
+    start = data.rfind(b"\n") + 1
+    path.write_bytes(data[: start + (len(data) - start) // 2])
+
+
+@pytest.fixture(scope="module")
+def damaged_app(overfit_run, tmp_path_factory):
+    """The app over the session's runs and a copy of the SFT run with its summary, its metrics, its
+    eval summary and one eval's per-problem file cut off; every request the browser makes is kept."""
+    outputs = tmp_path_factory.mktemp("damaged") / "outputs"
+    shutil.copytree(build_app_outputs(overfit_run, tmp_path_factory.getbasetemp()), outputs)
+    damaged = outputs / DAMAGED
+    shutil.copytree(outputs / overfit_run.name, damaged)
+    for file in ("summary.json", "metrics.jsonl", "eval/mix/summary.json", "eval/mix/zero_shot.jsonl"):
+        _cut_off(damaged / file)
+    requests: list[str] = []
+    with serving(outputs, outputs.parent) as url:
+        yield url, outputs, requests
+    outside = sorted({r for r in requests if not LOCAL.match(r) and not r.startswith(("data:", "blob:"))})
+    assert outside == []  # nothing fetched from any host but the app's own, on any page the tests opened
+
+
+def _watched(browser, app) -> Any:
+    url, _, requests = app
+    page = _open_page(browser, url)
+    page.on("request", lambda r: requests.append(r.url))
+    page.reload()  # every request from the first one
+    page.get_by_role("heading", name="Runs", exact=True, level=1).wait_for()
+    return page
+
+
+def _tab(page, name: str):
+    """Open a tab of the page and return its panel: the ones drawn last, not those Streamlit keeps,
+    marked stale, from before the page's latest redraw (until that run ends)."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()
+    fresh = ':not([data-stale="true"] *)'
+    page.locator(f'[role="tab"]{fresh}').filter(has_text=name).click()
+    return page.locator(f'[role="tabpanel"]{fresh}').and_(page.get_by_role("tabpanel", name=name))
+
+
+def test_a_damaged_run_marks_only_itself_and_the_views_that_read_its_files(browser, damaged_app, overfit_run):
+    from playwright.sync_api import expect
+
+    sft, metrics_lines = overfit_run.name, len((overfit_run / runs.METRICS).read_text().splitlines())
+    page = _watched(browser, damaged_app)
+    assert _cells(page)[1] == sft  # the leaderboard as before
+    statuses = [c for c in _cells(page, 1) if c.startswith(("broken", "finished"))]
+    assert statuses.count("finished") == 2 and any("broken: summary.json" in c for c in statuses)
+
+    # its own page: each tab shows what it can, the damaged files named where they are read, with their line
+    _open(page, "Run")
+    _choose(page, "Run", DAMAGED)
+    warning = page.get_by_test_id("stAlert").first
+    expect(warning).to_contain_text(f"metrics.jsonl ends cut off at line {metrics_lines}")
+    expect(warning).to_contain_text("eval/mix/zero_shot.jsonl ends cut off at line")
+    expect(page.get_by_test_id("stMetric").first).to_contain_text("broken")  # not "finished"
+    expect(_tab(page, "Evaluation")).to_contain_text("eval/mix/summary.json cannot be read (not valid JSON)")
+    expect(_tab(page, "Recipe").get_by_test_id("stCode")).to_contain_text("run_name:")
+    expect(_tab(page, "Summary")).to_contain_text("summary.json cannot be read")
+    expect(_tab(page, "Export").get_by_test_id("stCode")).to_contain_text("fastmath export")
+    # another run's page is whole
+    _choose(page, "Run", sft)
+    expect(page.get_by_test_id("stMetric").first).to_contain_text("finished")
+    expect(_tab(page, "Summary").get_by_test_id("stJson")).to_be_visible()
+
+    # Problems: the answer view and side by side stay for every run; a damaged file marks its column
+    _open(page, "Problems")
+    expect(page.locator(".fastmath-completion")).to_have_count(1)
+    _choose(page, "Side by side with", f"{DAMAGED} · zero_shot")
+    expect(page.locator(".fastmath-completion")).to_have_count(2)
+    expect(page.get_by_test_id("stAlert")).to_contain_text("eval/mix/zero_shot.jsonl ends cut off at line")
+    _choose(page, "Run", DAMAGED)  # its intact results still open, in name order without their summary
+    expect(page.get_by_test_id("stMetric").first).to_be_visible()
+
+    _open(page, "Compare")
+    _choose(page, "Runs", DAMAGED)
+    page.keyboard.press("Escape")  # a multiselect's list stays open for more
+    expect(page.get_by_test_id("stAlert").filter(has_text="went wrong")).to_have_count(0)
+    expect(page.get_by_test_id("stDataFrame").last).to_be_visible()  # the recipe differences
+    expect(page.get_by_test_id("stVegaLiteChart")).to_be_visible()  # the loss curves of all three
+    page.close()
+
+
+def _text_words(page) -> set[str]:
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()
+    page.wait_for_timeout(1000)
+    return {w for text in page.evaluate(SHOWN_TEXT, NOT_INTERFACE) for w in re.findall(r"[A-Za-z][A-Za-z']+", text)}
+
+
+def _allowed_words(outputs: Path) -> set[str]:
+    """ASCII words the app shows as they are: names of runs, models, files, recipe keys and their values,
+    commands, strategies, datasets, problem text; and the technical terms its 中文 keeps."""
+    from fastmath import config
+    from fastmath.app import i18n
+
+    texts = [p.name for p in outputs.rglob("*")]
+    texts += [(p / runs.RECIPE).read_text() for p in outputs.iterdir() if (p / runs.RECIPE).is_file()]
+    texts += [str(runs.read(p).get("base_model")) for p in outputs.iterdir()]
+    shown = ("id", "question", "gold", "pred")
+    texts += [json.dumps([r.get(k) for k in shown]) for p in outputs.rglob("eval/*/*.jsonl") for r in _rows(p)]
+    texts += [name for name, f, _ in config.keys(tuple(config.sections()))] + list(cli.COMMANDS)
+    texts += [" ".join(config.choices(f)) for _, f, _ in config.keys(tuple(config.sections()))]
+    texts += list(i18n.ZH.values()) + ["Language English fastmath GB"]  # the switch names both languages
+    return {w for text in texts for w in re.findall(r"[A-Za-z][A-Za-z']+", text)}
+
+
+def _rows(path: Path) -> list[dict]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip().endswith("}")]
+
+
+def test_every_page_in_chinese_whole_at_800_and_1400_px_with_nothing_fetched(browser, damaged_app, tmp_path):
+    """中文: no English word the app itself draws on any page; no figure cut at 1400 or 800 px; the
+    browser asks nothing of any host but the app (checked by the fixture once every test has run)."""
+    from playwright.sync_api import expect
+
+    _, outputs, _ = damaged_app
+    allowed = _allowed_words(outputs)
+    page = _watched(browser, damaged_app)
+    page.get_by_text("中文").click()
+    expect(page.get_by_role("heading", name="运行列表", exact=True, level=1)).to_be_visible()
+    english = {}
+    for width in (1400, 800):
+        for title in ("运行列表", "运行", "训练", "对比", "题目分析", "解题"):
+            page.set_viewport_size({"width": width, "height": 1000})
+            _open(page, title)
+            if title == "运行":
+                _choose(page, "运行", DAMAGED)  # its messages too
+            english[title] = sorted(_text_words(page) - allowed)
+            assert page.evaluate(CUT_FIGURES) == [], (title, width)
+            if title in ("运行", "题目分析", "训练"):
+                _screenshot(page, f"{title}-{width}", tmp_path, width=width)
+    left = {title: words for title, words in english.items() if words}
+    assert not left, left
+    page.close()

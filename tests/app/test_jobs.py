@@ -129,7 +129,7 @@ def test_a_job_is_found_again_by_a_new_app_and_a_reused_pid_is_not_it(tmp_path):
         (found,) = jobs.load(tmp_path)
         assert (found.name, found.pid, found.argv, found.state) == (job.name, job.pid, job.argv, "running")
         _until(lambda: "process" in runs.read(run))
-        assert runs.status(run) == "running" and tables.read_run(tmp_path, run.name).status_text == "running"
+        assert runs.status(run) == "running" and tables.read_run(tmp_path, run.name).state == "running"
         assert (run / runs.LOG).read_text().startswith(f"\n$ {sys.executable} -c ")  # the command heads its log
         with pytest.raises(FastmathError, match="sft-x already has a command running"):
             jobs.start(tmp_path, _python(run, "pass"), tmp_path)
@@ -152,7 +152,7 @@ def test_a_training_job_that_vanished_is_crashed_and_one_stopped_early_is_stoppe
     path = tmp_path / jobs.JOBS / f"{job.name}.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "returncode": None}))  # as if no app had seen it end
     assert jobs.load(tmp_path)[0].state == "crashed"  # its run still says running: it died without saying so
-    assert runs.status(run) == "crashed" and tables.read_run(tmp_path, run.name).status_text == "crashed"
+    assert runs.status(run) == "crashed" and tables.read_run(tmp_path, run.name).state == "crashed"
     path.write_text(json.dumps({**json.loads(path.read_text()), "stop_requested": runs.now()}))
     assert jobs.load(tmp_path)[0].state == "stopped"
 

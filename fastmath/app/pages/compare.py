@@ -22,9 +22,12 @@ else:
     st.caption(t("Accuracy (95% interval) of each run on each dataset · strategy; — where not evaluated."))
 
 st.subheader(t("Recipe differences"))
-recipes = {name: tables.recipe(tables.run_dir(root, name)) for name in selected}
+recipes = {}
+for name in selected:
+    with ui.errors_as_messages():  # a run whose recipe cannot be read is left out, named
+        recipes[name] = tables.recipe(tables.run_dir(root, name))
 stages = {name: tables.read_run(root, name).meta.get("stage") for name in selected}
-diff = tables.recipe_diff({name: (stages[name], recipe) for name, recipe in recipes.items() if recipe})
+diff = tables.recipe_diff({name: (stages[name], recipe) for name, recipe in recipes.items() if recipe}, t)
 if diff.empty:
     st.info(t("The recipes are identical.") if len(diff.columns) > 1 else t("Pick a second run to see what differs."))
 else:
@@ -32,11 +35,13 @@ else:
     st.caption(t("Only the keys each run's stage reads, only where they differ."))
 without = [name for name, recipe in recipes.items() if not recipe]
 if without:
-    st.caption(t("{runs} have no recipe (base models): not in the table.").format(runs=", ".join(without)))
+    st.caption(t("No recipe (a base model), not in the table: {runs}.").format(runs=", ".join(without)))
 
 st.subheader(t("Training loss"))
-curves = tables.loss_curves(root, selected)
+curves, unreadable = tables.loss_curves(root, selected)
+for name, damage in unreadable:
+    st.warning(f"{name}: {ui.damage_text(damage)}")
 if curves.empty:
     st.info(t("No loss logged by these runs."))
 else:
-    ui.line_chart(curves, "run", t("loss"), height=360)
+    ui.line_chart(curves, "run", t("loss"), height=360, log_if_spread=True)

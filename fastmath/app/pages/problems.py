@@ -6,6 +6,9 @@ import streamlit as st
 from fastmath.app import tables, ui
 from fastmath.app.i18n import t
 
+# Why a model stopped writing (the eval's `finish_reason`), as the page says it.
+FINISH_REASONS = {"stop": "ended its answer", "length": "cut off at the token limit"}
+
 st.title(t("Problems"))
 root = ui.outputs()
 evaluated = [name for name in tables.run_names(root)[::-1] if tables.datasets(root / name)]
@@ -25,7 +28,9 @@ with cols[2]:
 if strategy is None:
     st.info(t("{run} has no per-problem results for {dataset}.").format(run=name, dataset=dataset))
     st.stop()
-rows = tables.problems(run, dataset, strategy)
+rows, damage = tables.problems(run, dataset, strategy)
+if damage:
+    st.warning(ui.damage_text(damage))
 
 st.subheader(t("Error breakdown"))
 correct = sum(r["kind"] == "correct" for r in rows)
@@ -45,7 +50,8 @@ with cols[1]:
 shown = tables.filter_problems(rows, kinds, text)
 st.caption(t("{shown} of {total} problems").format(shown=len(shown), total=len(rows)))
 columns = ["id", "kind", "gold", "pred", "tokens", "question"]
-ui.table(pd.DataFrame([{c: r.get(c) for c in columns} for r in shown], columns=columns).fillna(tables.MISSING))
+listed = pd.DataFrame([{c: r.get(c) for c in columns} for r in shown], columns=columns).fillna(tables.MISSING)
+ui.table(listed.assign(kind=listed["kind"].map(t)))
 if not shown:
     st.stop()
 
@@ -64,9 +70,11 @@ def show(result: dict, title: str) -> None:
     answered = t("answered {pred}").format(pred=f"`{pred}`") if pred is not None else t("no answer")
     st.markdown(f"**{title}**: {t(result['kind'])}, {answered}")
     ui.show_completion(result.get("completion", ""), pred)
-    details = t("{tokens} tokens, finish reason {reason}")
+    details = t("{tokens} tokens; {reason}")
     missing = tables.MISSING
-    st.caption(details.format(tokens=result.get("tokens", missing), reason=result.get("finish_reason", missing)))
+    code = str(result.get("finish_reason", missing))
+    reason = t(FINISH_REASONS.get(code, code))
+    st.caption(details.format(tokens=result.get("tokens", missing), reason=reason))
 
 
 others = [
@@ -85,11 +93,14 @@ beside = st.selectbox(
 if beside is None:
     show(row, f"{name} · {strategy}")
 else:
-    match = [r for r in tables.problems(tables.run_dir(root, beside[0]), dataset, beside[1]) if r["id"] == problem]
     left, right = st.columns(2)
     with left:
         show(row, f"{name} · {strategy}")
-    with right:
+    with right, ui.errors_as_messages():  # the other run's file is its own: damaged, it marks this column only
+        theirs, their_damage = tables.problems(tables.run_dir(root, beside[0]), dataset, beside[1])
+        match = [r for r in theirs if r["id"] == problem]
+        if their_damage:
+            st.warning(ui.damage_text(their_damage))
         if match:
             show(match[0], f"{beside[0]} · {beside[1]}")
         else:

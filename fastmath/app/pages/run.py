@@ -27,9 +27,9 @@ def overview() -> bool:
     """Status and progress, read afresh: the view refreshes itself while the run trains."""
     now = tables.read_run(root, name)
     if now.meta.get("stage") == "base":
-        st.metric(t("Status"), now.status_text)
+        st.metric(t("Status"), t(now.state))
     else:
-        ui.progress(run, now.status_text)
+        ui.progress(run, now.state)
     return now.status == "running"
 
 
@@ -42,11 +42,12 @@ st.caption(
     f"{t('finished')} {str(meta.get('finished') or tables.MISSING).replace('T', ' ')}"
 )
 if files.broken:
-    st.warning(t("Some files of this run cannot be read: {files}").format(files=", ".join(files.broken)))
+    damage = "; ".join(ui.damage_text(d) for d in files.broken)
+    st.warning(t("Some files of this run are damaged: {files}").format(files=damage))
 if files.status in ("stopped", "failed", "crashed"):
     reason = meta.get("error") or t("the process ended without saying why")
     ended = t("This run {status}: {reason}. The Train page can resume it.")
-    st.warning(ended.format(status=files.status, reason=reason))
+    st.warning(ended.format(status=t(files.status), reason=reason))
 
 curves, evals, logs, recipe, figures, exported = st.tabs(
     [t("Curves"), t("Evaluation"), t("Log"), t("Recipe"), t("Summary"), t("Export")]
@@ -63,7 +64,7 @@ with curves:
         return tables.read_run(root, name).status == "running"
 
     ui.live(draw_curves, running, key="run_curves")
-with evals:
+with evals, ui.errors_as_messages():
     evaluable = files.status == "finished" and (run / runs.ADAPTER).is_file()
     evaluate = t("Evaluate this run")
     if evaluable and st.button(evaluate, key="run_evaluate", help=t("the Train page's eval form, on this run")):
@@ -88,24 +89,27 @@ with logs:
         return tables.read_run(root, name).status == "running"
 
     ui.live(draw_log, running, key="run_log")
-with recipe:
+with recipe, ui.errors_as_messages():
     resolved = tables.recipe(run)
     if resolved:
         st.code(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), language="yaml")
     else:
         st.info(t("This run has no recipe.yaml (a base-model evaluation)."))
-with figures:
+with figures, ui.errors_as_messages():
     if files.summary:
         st.json(files.summary)
+    elif damaged := files.damaged(runs.SUMMARY):
+        st.error(ui.damage_text(damaged))
     elif meta.get("stage") == "base":
         st.info(t("A base model is evaluated, not trained: it has no training summary."))
     else:
-        st.info(t("summary.json is written when the run finishes; this run is {status}.").format(status=files.status))
-with exported:
+        unfinished = t("summary.json is written when the run finishes; this run is {status}.")
+        st.info(unfinished.format(status=t(files.status)))
+with exported, ui.errors_as_messages():
     if not (run / runs.ADAPTER).is_file():
         st.info(t("No adapter to export (a base-model run)."))
     elif files.status != "finished":
-        st.info(t("A run is exported once it has finished; this run is {status}.").format(status=files.status))
+        st.info(t("A run is exported once it has finished; this run is {status}.").format(status=t(files.status)))
     else:
         fmt = st.radio(t("Format"), export.FORMATS, horizontal=True, key="run_export_format")
         with ui.errors_as_messages():

@@ -13,14 +13,15 @@ if not names:
     st.stop()
 
 st.subheader(t("Leaderboard"))
-board = tables.leaderboard(root)
+board = tables.leaderboard(root, t)
 if board.empty:
     st.info(t("Nothing evaluated yet: start an evaluation on the Train page, or `python -m fastmath eval`."))
 else:
     chosen = ui.table(board, key="leaderboard", on_select="rerun", selection_mode="single-row")
     st.caption(
         t(
-            "The best run of each dataset · strategy: accuracy with its 95% interval, and its gain in "
+            "The best run of each dataset · strategy: accuracy with its 95% interval; its lead over the "
+            "next run (a tie, or a lead inside overlapping 95% intervals, is not a real lead); its gain in "
             "percentage points over its parent run and over its base model on the same problems. "
             "Click a row to open the run."
         )
@@ -35,7 +36,7 @@ if not benchmarks.empty:
     st.caption(t("Each run · strategy evaluated on several benchmarks (`fastmath suite`): accuracy (95% interval)."))
 
 st.subheader(t("All runs"))
-every = tables.runs_table(root)
+every = tables.runs_table(root, t)
 chosen = ui.table(every, key="all_runs", on_select="rerun", selection_mode="single-row")
 st.caption(t("Accuracy columns are `dataset · strategy`: accuracy (95% interval). Click a row to open the run."))
 if chosen.selection.rows:

@@ -27,7 +27,7 @@ def start_form() -> None:
     commands = jobs.commands()
     command = cols[0].selectbox(
         t("Command"), commands, key="train_command", persist_state="session",
-        format_func=lambda c: f"{c}: {cli.COMMANDS[c].help}",
+        format_func=lambda c: f"{c}: {t(cli.COMMANDS[c].help)}",
     )  # fmt: skip
     recipes, shipped = jobs.recipes(cwd), jobs.default_recipe(command)
     options = list(recipes) if shipped else [NO_RECIPE, *recipes]
