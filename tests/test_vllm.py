@@ -8,7 +8,6 @@ under CI ($CI set), where `make install` installs it and its absence is a failur
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -77,20 +76,3 @@ def test_samples_do_not_depend_on_the_batch(engine, prompts):
     assert together[2] == alone[0]
     assert len({g.text for g in together[2]}) > 1  # sampled, not greedy
     assert generate(*engine, prompts[:1], decoding) == generate(*engine, prompts[:1], decoding)
-
-
-def test_resumed_eval_through_vllm_skips_answered_problems(engine, problems, tmp_path):
-    from fastmath.config import EvalConfig
-    from fastmath.eval.evaluate import evaluate
-    from fastmath.eval.prompting import Setup
-
-    model, tokenizer = engine
-    setup = Setup(model, tokenizer, EvalConfig(engine="vllm", max_new_tokens=200))
-    first = evaluate(setup, problems[:2], "cot", tmp_path, meta=model.settings, progress=False)
-    lines = (tmp_path / "cot.jsonl").read_text(encoding="utf-8").splitlines()
-    second = evaluate(setup, problems[:4], "cot", tmp_path, meta=model.settings, progress=False)
-    after = (tmp_path / "cot.jsonl").read_text(encoding="utf-8").splitlines()
-    assert first["engine"] == second["engine"] == "vllm"
-    assert second["resumed"] == 2 and after[:2] == lines and len(after) == 4
-    assert [json.loads(row)["id"] for row in after] == [p.id for p in problems[:4]]
-    assert second["accuracy"] > 0  # the memorised answers come back through the un-merged adapter
