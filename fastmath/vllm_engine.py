@@ -1,8 +1,8 @@
 """vLLM behind the generation engine: the same prompts, stops, cuts, counts and records as the HF path.
 
 `eval.engine` picks it: `hf` (transformers' `generate`), `vllm`, or `auto` (vLLM on CUDA where it is
-installed; on CPU the HF engine, which bench/engines.py measured faster there for the models
-fastmath trains, see docs/benchmarks.md). An adapter is served un-merged (`LoRARequest`), so the base
+installed; on CPU the HF engine: no CPU bench of the two engines exists yet to justify vLLM there).
+An adapter is served un-merged (`LoRARequest`), so the base
 weights stay as loaded. vLLM's CPU build has no bitsandbytes: a QLoRA adapter is then served over the
 16-bit base (a different model from training's); that is warned and recorded, never done silently.
 
