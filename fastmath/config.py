@@ -222,6 +222,13 @@ class EvalConfig:
     tot_breadth: int = key(2, "ToT: states kept in the beam", range=AT_LEAST_1)
     tot_depth: int = key(6, "ToT: rounds (solution lines) at most", range=AT_LEAST_1)
     tot_proposals: int = key(2, "ToT: next lines sampled per state", range=AT_LEAST_1)
+    engine: str = key(
+        "auto",
+        "generation engine: hf (transformers), vllm, or auto (vLLM on CUDA where installed, else hf)",
+        choices=("auto", "hf", "vllm"),
+    )
+    tensor_parallel_size: int = key(1, "vllm: GPUs each model is split over", range=AT_LEAST_1)
+    data_parallel_size: int = key(1, "vllm: model copies serving in parallel", range=AT_LEAST_1)
     unsafe_no_os_sandbox: bool = key(
         False, "pot without OS isolation (bubblewrap): model-written code then runs as you, held only in-process"
     )

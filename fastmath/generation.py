@@ -50,7 +50,8 @@ from fastmath.log import log
 from fastmath.prompts import end_of_turn
 
 # Rows (prompts x samples) in a first automatic batch: CUDA starts high and halves on OOM.
-AUTO_ROWS = {"cuda": 256, "cpu": 16}
+# vLLM batches continuously: its rows per call only set how often results are saved.
+AUTO_ROWS = {"cuda": 256, "cpu": 16, "vllm": 512}
 
 
 @dataclass
@@ -134,9 +135,13 @@ def greedy_kwargs(eos: list[int], pad_token_id: int) -> dict[str, Any]:
     }
 
 
+def _is_vllm(model) -> bool:
+    return type(model).__name__ == "VllmModel"  # fastmath.vllm_engine's, without importing vLLM here
+
+
 def auto_batch_size(model, num_return_sequences: int) -> int:
-    """Prompts per batch when none is set: `AUTO_ROWS` rows for the model's device type."""
-    rows = AUTO_ROWS["cuda" if model.device.type == "cuda" else "cpu"]
+    """Prompts per batch when none is set: `AUTO_ROWS` rows for the model's engine and device type."""
+    rows = AUTO_ROWS["vllm" if _is_vllm(model) else "cuda" if model.device.type == "cuda" else "cpu"]
     return max(1, rows // num_return_sequences)
 
 
@@ -211,6 +216,11 @@ def generate_batches(
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     size = batch_size or auto_batch_size(model, decoding.num_return_sequences)
+    if _is_vllm(model):
+        from fastmath import vllm_engine
+
+        yield from vllm_engine.batches(model, tokenizer, prompts, decoding, order, size)
+        return
     start = 0
     while start < len(order):
         chunk = order[start : start + size]

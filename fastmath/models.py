@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastmath import hub
-from fastmath.config import LoraConfig, ModelConfig
+from fastmath.config import EvalConfig, LoraConfig, ModelConfig
 from fastmath.errors import FastmathError
 from fastmath.log import log
 from fastmath.resources import cache_dir
@@ -367,3 +367,16 @@ def load_for_inference(cfg: ModelConfig, adapter: str | None, backend: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def load_for_generation(cfg: ModelConfig, eval_cfg: EvalConfig, adapter: str | None, backend: str):
+    """What the generation engine runs on, by `eval.engine`: an HF model (`load_for_inference`) or a
+    vLLM engine with the adapter un-merged (`vllm_engine`), and the tokenizer padded on the left."""
+    from fastmath import vllm_engine
+
+    if vllm_engine.resolve(eval_cfg.engine) == "hf":
+        return load_for_inference(cfg, adapter, backend)
+    source = _checked_source(cfg, adapter)
+    tokenizer = load_tokenizer(cfg, source)
+    tokenizer.padding_side = "left"
+    return vllm_engine.load(cfg, eval_cfg, source, adapter), tokenizer

@@ -283,11 +283,12 @@ def evaluate_tasks(
     pools = {task.name: task.shot_source(local) for task, _ in datasets} if "few_shot" in cfg.strategies else {}
     run_dir = adapter or runs.base_run(Path(recipe.training.output_dir), recipe.model.name)
 
-    from fastmath.models import load_for_inference
+    from fastmath.models import load_for_generation
 
     log.info(f"model: {recipe.model.name}" + (f" + adapter {adapter}" if adapter else " (no adapter)"))
-    model, tokenizer = load_for_inference(recipe.model, str(adapter) if adapter else None, backend)
+    model, tokenizer = load_for_generation(recipe.model, cfg, str(adapter) if adapter else None, backend)
     meta = {"model": recipe.model.name, "adapter": str(adapter.resolve()) if adapter else None, "backend": backend}
+    meta |= getattr(model, "settings", {})  # vLLM's: the engine, and a QLoRA adapter's 16-bit base (HF: none)
     results = []
     for task, dataset in datasets:
         shots = few_shot_exemplars(dataset, cfg, pools[task.name]) if pools else {}

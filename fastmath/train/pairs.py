@@ -40,7 +40,7 @@ def pairs_from_samples(row: dict[str, Any]) -> list[dict[str, str]]:
 def sample_problems(recipe: Recipe, sft_run: Path, backend: str, samples_path: Path) -> None:
     """Sample and grade solutions to every problem not yet in `samples_path`, appending as chunks finish."""
     from fastmath.generation import Decoding, generate
-    from fastmath.models import load_for_inference
+    from fastmath.models import load_for_generation
     from fastmath.prompts import chat_messages, prompt_text
 
     d = recipe.dpo
@@ -51,7 +51,7 @@ def sample_problems(recipe: Recipe, sft_run: Path, backend: str, samples_path: P
         log.info(f"resuming: {len(done)} problem(s) already sampled in {samples_path}")
     if not todo:
         return
-    model, tokenizer = load_for_inference(recipe.model, str(sft_run), backend)
+    model, tokenizer = load_for_generation(recipe.model, recipe.eval, str(sft_run), backend)
     decoding = Decoding(
         max_new_tokens=recipe.eval.max_new_tokens, do_sample=True, temperature=d.temperature,
         num_return_sequences=d.samples_per_problem, seed=recipe.eval.seed,
