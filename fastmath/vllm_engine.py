@@ -81,10 +81,16 @@ class VllmModel:
 
     def complete(self, prompt_ids: list[list[int]], params: list[Any]) -> list[list[int]]:
         """Each prompt's generated token ids under its own SamplingParams, in order."""
+        from vllm.exceptions import VLLMValidationError
         from vllm.inputs import TokensPrompt
 
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
-        outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False)
+        try:
+            outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False)
+        except VLLMValidationError as e:  # a prompt past the model's context, which the HF engine runs past
+            raise FastmathError(
+                f"vLLM refused a prompt: {e}; use a shorter strategy or fewer shots, or eval.engine=hf"
+            ) from None
         return [list(o.outputs[0].token_ids) for o in outputs]
 
 

@@ -76,3 +76,12 @@ def test_samples_do_not_depend_on_the_batch(engine, prompts):
     assert together[2] == alone[0]
     assert len({g.text for g in together[2]}) > 1  # sampled, not greedy
     assert generate(*engine, prompts[:1], decoding) == generate(*engine, prompts[:1], decoding)
+
+
+def test_a_prompt_past_the_models_context_is_one_message(engine):
+    from fastmath.errors import FastmathError
+
+    model, tokenizer = engine
+    long = prompt_text(tokenizer, chat_messages("1 + " * 800 + "1 = ?"))
+    with pytest.raises(FastmathError, match=r"vLLM refused a prompt: .*maximum context length.*eval\.engine=hf"):
+        generate(model, tokenizer, [long], Decoding(max_new_tokens=8))
