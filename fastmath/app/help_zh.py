@@ -100,5 +100,8 @@ HELP_ZH: dict[str, str] = {
     "eval.tot_breadth": "ToT：束中保留的状态数",
     "eval.tot_depth": "ToT：最多轮数（解答行数）",
     "eval.tot_proposals": "ToT：每个状态采样的下一行数",
+    "eval.engine": "生成引擎：hf（transformers）、vllm，或 auto（装有 vLLM 且有 CUDA 时用 vLLM，否则 hf）",
+    "eval.tensor_parallel_size": "vllm：每个模型切分到的 GPU 数",
+    "eval.data_parallel_size": "vllm：并行服务的模型副本数",
     "eval.unsafe_no_os_sandbox": "pot 不用操作系统隔离（bubblewrap）：模型写的代码将以你的身份运行，仅受进程内限制",
 }
