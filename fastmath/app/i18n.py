@@ -234,6 +234,7 @@ ZH: dict[str, str] = {
     "Format": "格式",
     "Export again (replaces it)": "重新导出（替换原有导出）",
     "Not exported yet: Export runs the command above (`--help` lists every quant).": "尚未导出：点击“导出”即运行上面的命令（`--help` 列出所有量化方式）。",
+    "base model: {model}": "基础模型：{model}",
     "The problem is empty: type a math problem first.": "题目为空：请先输入一道数学题。",
     "Written to {folder}:": "已写入 {folder}：",
     "A run is exported once it has finished; this run is {status}.": "运行完成后才能导出；此运行当前为 {status}。",

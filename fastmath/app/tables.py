@@ -640,6 +640,9 @@ def finished_runs(outputs: Path, stage: str | None = None) -> list[str]:
     return [p.name for p in reversed(runs.list_runs(outputs, stage)) if runs.is_finished(p) and NAME.fullmatch(p.name)]
 
 
+BASE_TARGET = "base model: "  # eval_targets' label of a base model, drawn in the interface's language
+
+
 def eval_targets(outputs: Path) -> dict[str, tuple[str, ...]]:
     """What `eval` can evaluate, as its flags: each finished run with an adapter (newest first),
     then each base model the runs were trained or evaluated on (`--model`)."""
@@ -650,7 +653,7 @@ def eval_targets(outputs: Path) -> dict[str, tuple[str, ...]]:
     for run in reversed(runs.list_runs(outputs)):
         model = runs.read(run).get("base_model")
         if isinstance(model, str) and model:
-            label = f"base model: {model_label(model)}"
+            label = f"{BASE_TARGET}{model_label(model)}"
             targets.setdefault(label, ("--model", model))
     return targets
 

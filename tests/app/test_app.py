@@ -788,3 +788,13 @@ def test_every_recipe_key_has_its_chinese_help():
     assert sorted(set(every) - set(HELP_ZH)) == [] and sorted(set(HELP_ZH) - set(every)) == []
     field = next(f for f in jobs.fields("sft") if f.name == "lora.dropout")
     assert ui.key_help(field) == "dropout on the LoRA input (in [0, 1))"  # English: the recipe's own
+
+
+def test_a_base_models_eval_target_reads_in_chinese(monkeypatch, app_outputs):
+    at = open_app(monkeypatch, app_outputs)
+    _widget(at, "radio", "Language · 语言").set_value("中文").run()
+    at.switch_page("fastmath/app/pages/train.py").run()
+    command = _widget(at, "selectbox", "命令")
+    command.set_value(next(o for o in command.options if o.startswith("eval: "))).run()
+    targets = _widget(at, "selectbox", "要评测的模型").options
+    assert any(o.startswith("基础模型：") for o in targets) and not any("base model" in o for o in targets), targets

@@ -21,6 +21,12 @@ st.title(t("Train"))
 root, cwd = ui.outputs(), Path.cwd()
 
 
+def target_label(target: str) -> str:
+    """A run's name as it is; a base model's label in the interface's language."""
+    model = target.removeprefix(tables.BASE_TARGET)
+    return t("base model: {model}").format(model=model) if model != target else target
+
+
 def start_form() -> None:
     """Command, recipe, every key the stage reads as a typed widget; the exact command; Start."""
     cols = st.columns([2, 1, 1])
@@ -43,7 +49,9 @@ def start_form() -> None:
         if not targets:
             st.info(t("Nothing to evaluate yet: train a run first."))
             return
-        target = cols[2].selectbox(t("Model to evaluate"), list(targets), key="train_target", persist_state="session")
+        target = cols[2].selectbox(
+            t("Model to evaluate"), list(targets), key="train_target", persist_state="session", format_func=target_label
+        )
         flags = targets[target]
         if flags[0] == "--lora":  # the run's own model, and the data and strategies its relatives were evaluated on
             defaults |= {k: v for k, v in eval_defaults.model_keys(root, flags[1]).items() if k in defaults}
