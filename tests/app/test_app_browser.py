@@ -419,7 +419,11 @@ def _tab(page, name: str):
 
     expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()
     fresh = ':not([data-stale="true"] *)'
-    page.locator(f'[role="tab"]{fresh}').filter(has_text=name).click()
+    tab = page.locator(f'[role="tab"]{fresh}').filter(has_text=name)
+    # Until the redraw that a choice started has ended, the former tabs are still there, not yet
+    # marked stale, beside the new ones (the status widget shows only after a moment): wait for one.
+    expect(tab).to_have_count(1)
+    tab.click()
     return page.locator(f'[role="tabpanel"]{fresh}').and_(page.get_by_role("tabpanel", name=name))
 
 
