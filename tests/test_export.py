@@ -463,14 +463,17 @@ def test_the_converter_comes_whole_from_the_pinned_sdist_or_not_at_all(tmp_path)
 # --- the app --------------------------------------------------------------------------------------
 
 
-def test_run_page_shows_the_export_commands_and_the_exports(monkeypatch, run, exported, gguf):
+def test_run_page_shows_the_export_command_and_the_exports(monkeypatch, run, exported, gguf):
+    from fastmath.app import jobs
+
     from .app.test_app import open_app
 
     exported("merged", "bf16")
     gguf("f16")
     at = open_app(monkeypatch, run.parent, "run")
-    (commands,) = [c.value for c in at.code if "fastmath export" in c.value]
-    assert commands.splitlines() == [export.export_command(run, fmt) for fmt in export.FORMATS]
+    (command,) = [c.value for c in at.code if "fastmath export" in c.value]
+    plan = jobs.export_plan(run.parent, run.name, export.FORMATS[0])  # what its Export button runs
+    assert command == plan.shell and command.endswith(f"--format {export.FORMATS[0]} --quant bf16 --force")
     (table,) = [d.value for d in at.dataframe if "folder" in d.value]
     assert {"merged-bf16", "gguf-f16"} <= {Path(p).name for p in table["folder"]}
     assert table.set_index("folder").loc[str(runs.export_dir(run, "gguf", "f16")), "quant"] == "f16"
