@@ -9,6 +9,8 @@ under CI ($CI set), where `make install` installs it and its absence is a failur
 from __future__ import annotations
 
 import os
+import sys
+import types
 
 import pytest
 
@@ -41,7 +43,11 @@ def engine(overfit_run, settings):
     from fastmath.config import EvalConfig
     from fastmath.models import load_for_generation
 
-    model, tokenizer = load_for_generation(settings, EvalConfig(engine="vllm"), str(overfit_run), "hf")
+    with pytest.MonkeyPatch.context() as patch:
+        # AppTest (earlier in a suite) leaves a Streamlit page as __main__, and the engine process vLLM
+        # spawns would run it again (multiprocessing's spawn re-imports __main__): a bare one instead.
+        patch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+        model, tokenizer = load_for_generation(settings, EvalConfig(engine="vllm"), str(overfit_run), "hf")
     assert isinstance(model, vllm_engine.VllmModel) and model.lora is not None
     return model, tokenizer
 
