@@ -34,11 +34,11 @@ def relatives(outputs: Path, name: str) -> list[Path]:
     while isinstance(parent, str) and parent and len(found) < 10:
         found.append(outputs / parent)
         parent = runs.read(outputs / parent).get("parent")
-    every = [p for p in reversed(runs.list_runs(outputs)) if p.resolve() != run.resolve()]
-    found += [p for p in every if meta.get("parent") and runs.read(p).get("parent") == meta.get("parent")]
+    every = {p: runs.read(p) for p in reversed(runs.list_runs(outputs)) if p.resolve() != run.resolve()}
+    found += [p for p, m in every.items() if meta.get("parent") and m.get("parent") == meta.get("parent")]
     model = meta.get("base_model")
-    found += [p for p in every if runs.read(p).get("stage") == "base" and runs.read(p).get("base_model") == model]
-    found += [p for p in every if runs.read(p).get("base_model") == model]
+    found += [p for p, m in every.items() if m.get("stage") == "base" and m.get("base_model") == model]
+    found += [p for p, m in every.items() if m.get("base_model") == model]
     return list(dict.fromkeys(p for p in found if p.is_dir()))
 
 
