@@ -154,6 +154,12 @@ def _field(page, label: str):
     return page.locator(f'input[aria-label="{label}"]{fresh}, textarea[aria-label="{label}"]{fresh}')
 
 
+def _button(page, key: str):
+    """The app's button of widget key `key`. Not by its label: while the page's script runs,
+    Streamlit's header shows its own "Stop" (of that script), which a click must never hit."""
+    return page.locator(f".st-key-{key}").get_by_role("button")
+
+
 def _cells(page, table: int = 0) -> list[str]:
     """The visible cells of a table (st.dataframe draws on a canvas; its accessible copy holds the text)."""
     cells = page.get_by_test_id("stDataFrame").nth(table).locator("[role=gridcell]")
@@ -219,11 +225,11 @@ def test_browser_runs_run_problems_and_an_answer_written_as_it_comes(browser, ap
     page.get_by_role("button", name="Solve").click()
     answer = page.locator(".fastmath-completion", has_text="▌")
     answer.wait_for()
-    expect(page.get_by_role("button", name="Stop")).to_have_count(1)
+    expect(_button(page, "solve_stop")).to_have_count(1)
     assert answer.evaluate("el => getComputedStyle(el).overflowY") == "auto"
     so_far = answer.inner_text()
     _until(lambda: len(answer.inner_text()) > len(so_far), "the answer to grow", seconds=60)
-    page.get_by_role("button", name="Stop").click()
+    _button(page, "solve_stop").click()
     expect(page.get_by_text("Stopped before the model finished.")).to_be_visible()
     page.close()
 
@@ -268,12 +274,12 @@ def test_browser_train_watch_stop_resume_then_the_leaderboard(browser, tiny_mode
         _until(lambda: points.count() > first, "more logged losses")
         expect(page.get_by_test_id("stMetric").filter(has_text="Step")).to_contain_text("/ 30")
         _until(lambda: runs.last_checkpoint(run) is not None, "a checkpoint")
-        page.get_by_role("button", name="Stop", exact=True).click()
+        _button(page, "train_stop").click()
         expect(page.get_by_text(f"{name} · sft · stopped").first).to_be_visible(timeout=120_000)
         assert runs.read(run)["status"] == "stopped" and points.count() < 30
         _screenshot(page, "train-stopped", tmp_path)
 
-        page.get_by_role("button", name="Resume", exact=True).click()
+        _button(page, "train_resume").click()
         expect(page.get_by_text(f"{name} · sft · finished").first).to_be_visible(timeout=180_000)
         expect(points).to_have_count(30)  # every step once: the resumed run's metrics continue its own
         assert runs.read(run)["status"] == "finished" and "resuming" in (run / runs.LOG).read_text()
@@ -335,7 +341,7 @@ def test_screenshots_of_every_page(browser, request, tmp_path_factory):
         page.get_by_role("button", name="Start", exact=True).click()
         _until(lambda: page.locator(POINTS).count() >= 12, "a dozen logged losses")
         _screenshot(page, "train", folder)
-        page.get_by_role("button", name="Stop", exact=True).click()
+        _button(page, "train_stop").click()
         expect(page.get_by_text("· sft · stopped").first).to_be_visible(timeout=120_000)
 
         _open(page, "Problems")

@@ -24,7 +24,7 @@ from fastmath.app import jobs, tables
 
 from ..conftest import fastmath_cli
 from . import test_app_browser
-from .test_app_browser import COMMAND, _choose, _field, _open, _open_page, _until, serving
+from .test_app_browser import COMMAND, _button, _choose, _field, _open, _open_page, _until, serving
 
 browser = test_app_browser.browser  # the same fixture: Debian's chromium, once per module
 
@@ -72,6 +72,23 @@ def _set(page, key: str, value: str) -> None:
     _field(page, key).press("Enter")
 
 
+def _hover_until_help(page, button, help_text: str) -> None:
+    """Hover `button` until its help shows: the page's redraw once a run has stopped can replace the
+    button under the pointer, which closes its tooltip for good."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    def shown() -> bool:
+        page.mouse.move(0, 0)
+        button.hover()
+        try:
+            page.get_by_text(help_text).wait_for(timeout=5_000)
+        except PlaywrightTimeout:
+            return False
+        return True
+
+    _until(shown, f"the help {help_text!r}", seconds=90)
+
+
 def _run_page(browser, url: str, name: str, tab: str):
     """A new page on the Run page of run `name`, at its tab `tab`."""
     page = _open_page(browser, url)
@@ -103,7 +120,7 @@ def test_train_defaults_fit_the_machine_and_a_start_that_fails_leaves_no_run(bro
     expect(page.get_by_text("The command ended before it began")).to_be_visible(timeout=120_000)
     expect(page.get_by_text(f"{name} · sft · failed").first).to_be_visible()
     expect(page.get_by_test_id("stCode").filter(has_text=str(missing)).first).to_be_visible()  # its log, on the page
-    expect(page.get_by_role("button", name="Resume", exact=True)).to_have_count(0)
+    expect(_button(page, "train_resume")).to_have_count(0)
     assert not (outputs / name).exists() and name not in tables.run_names(outputs)
     page.close()
 
@@ -123,17 +140,17 @@ def test_stop_saves_the_step_and_resume_continues_from_it(browser, app):
     run = outputs / name
     page.get_by_role("button", name="Start", exact=True).click()
     _until(lambda: (run / runs.METRICS).is_file() and max(_steps(run), default=0) >= 2, "two steps logged")
-    page.get_by_role("button", name="Stop", exact=True).click()
+    _button(page, "train_stop").click()
     expect(page.get_by_text(f"{name} · sft · stopped").first).to_be_visible(timeout=120_000)
     stopped = _steps(run)[-1]
     assert runs.last_checkpoint(run).name == f"checkpoint-{stopped}"  # Stop saved the step it stopped at
 
-    page.get_by_role("button", name="Resume", exact=True).hover()
-    expect(page.get_by_text(f"Continues from checkpoint-{stopped}: its step {stopped} is done.")).to_be_visible()
-    page.get_by_role("button", name="Resume", exact=True).click()
+    resume = _button(page, "train_resume")
+    _hover_until_help(page, resume, f"Continues from checkpoint-{stopped}: its step {stopped} is done.")
+    resume.click()
     _until(lambda: max(_steps(run)) > stopped, "a step after the stopped one")
     assert f"from checkpoint-{stopped}" in (run / runs.LOG).read_text()  # trainer: "resuming <run> from ..."
-    page.get_by_role("button", name="Stop", exact=True).click()
+    _button(page, "train_stop").click()
     expect(page.get_by_text(f"{name} · sft · stopped").first).to_be_visible(timeout=120_000)
     steps = _steps(run)
     assert steps == list(range(1, steps[-1] + 1)), "each step once: the resumed run went on from the stopped step"

@@ -107,11 +107,9 @@ def watch(name: str) -> bool:
         return False
     job = found[0]
     st.markdown(f"**{job.run_name}** · `{job.command}` · {t(job.state)}")
-    if job.command in jobs.TRAINING:
-        ui.progress(Path(job.run), job.state)
-        loss = tables.metric_series(tables.metrics(Path(job.run)), ["loss"])
-        if not loss.empty:
-            ui.line_chart(loss, "series", t("loss"))
+    # Stop and Resume come before the chart: the chart appears with the first logged loss, and a
+    # button drawn below it would leave the page for a moment at that redraw (a click then landing
+    # on Streamlit's own "Stop", of the page's script, in the header).
     if job.state == "running":
         st.button(t("Stop"), key="train_stop", on_click=jobs.stop, args=(root, job))
     elif job.state == "stopping":
@@ -119,11 +117,16 @@ def watch(name: str) -> bool:
                      "and ends (Resume continues from that step)."))  # fmt: skip
         late = t("One still running {seconds} s later is ended without a checkpoint.")
         st.caption(late.format(seconds=int(jobs.GRACE_S)))
-    elif jobs.resumable(root, job) and st.button(t("Resume"), help=resume_help(Path(job.run))):
+    elif jobs.resumable(root, job) and st.button(t("Resume"), key="train_resume", help=resume_help(Path(job.run))):
         resumed = jobs.start(root, jobs.resume_plan(root, job.run_name), cwd)
         st.session_state["train_job"] = resumed.name
         st.rerun()
-    elif job.state in ("failed", "crashed", "ended") and not jobs.started_its_run(job):
+    if job.command in jobs.TRAINING:
+        ui.progress(Path(job.run), job.state)
+        loss = tables.metric_series(tables.metrics(Path(job.run)), ["loss"])
+        if not loss.empty:
+            ui.line_chart(loss, "series", t("loss"))
+    if job.state in ("failed", "crashed", "ended") and not jobs.started_its_run(job):  # never resumable
         st.error(t("The command ended before it began: nothing was made and no run was left behind. Its log:"))
     log = tables.log_tail(jobs.log_folder(root, job), lines=15)
     st.code(log or t("(no output yet)"), language=None, wrap_lines=True)
