@@ -376,9 +376,11 @@ SHOWN_TEXT = """(skip) => {
   }
   return out;
 }"""
-# A figure is cut when its box is narrower than its text (an ellipsis, or text hidden past its edge).
+# A figure is cut when its box is narrower than its text (an ellipsis, or text hidden past its edge);
+# so is a filter's row of chips that must be scrolled sideways to be read.
 CUT_FIGURES = """() => [...document.querySelectorAll(
-    '[data-testid="stMetricValue"], [data-testid="stMetricValue"] *, [data-testid="stMetricLabel"] *')]
+    '[data-testid="stMetricValue"], [data-testid="stMetricValue"] *, [data-testid="stMetricLabel"] *,'
+    + '[data-testid="stMultiSelectTagsContainer"], [data-tag] *')]
   .filter(el => el.scrollWidth > el.clientWidth + 1 || getComputedStyle(el).textOverflow === 'ellipsis'
                 && el.scrollWidth > el.clientWidth)
   .map(el => el.innerText)"""

@@ -40,13 +40,9 @@ for col, (kind, count) in zip(cols[1:], tables.error_breakdown(rows).items(), st
     col.metric(t(kind.capitalize()), count)
 
 st.subheader(t("Problem by problem"))
-cols = st.columns([1, 2])
-with cols[0]:
-    kinds = ui.choose_many("Outcome", tables.KINDS, key="problems_kinds", default=tables.ERROR_KINDS)
-with cols[1]:
-    text = st.text_input(
-        t("Search"), key="problems_search", placeholder=t("words of the question or completion, or an id")
-    )
+# The outcome filter has the row to itself: in a column beside the search its chips were cut at 800 px.
+kinds = ui.choose_many("Outcome", tables.KINDS, key="problems_kinds", default=tables.ERROR_KINDS)
+text = st.text_input(t("Search"), key="problems_search", placeholder=t("words of the question or completion, or an id"))
 shown = tables.filter_problems(rows, kinds, text)
 st.caption(t("{shown} of {total} problems").format(shown=len(shown), total=len(rows)))
 columns = ["id", "kind", "gold", "pred", "tokens", "question"]
