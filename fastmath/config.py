@@ -198,7 +198,7 @@ class GRPOConfig:
     )
     overlong_buffer: int = key(64, "tokens before max_completion_length where the overlong penalty starts",
                                range=AT_LEAST_1)  # fmt: skip
-    use_vllm: bool = key(False, "rollouts through vLLM (CUDA, vLLM installed), colocated with training")
+    use_vllm: bool = key(False, "rollouts through vLLM (hf backend), the adapter handed over un-merged each step")
     max_clipped_fraction: float = key(0.5, "health: warn when more completions than this hit max_completion_length",
                                       range=Range(0, 1))  # fmt: skip
     max_zero_spread_fraction: float = key(0.9, "health: warn when more groups than this score all the same",

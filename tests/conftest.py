@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -26,13 +27,17 @@ MGSM_ZH = SHARED_DATA / "mgsm" / "mgsm_zh.tsv"
 FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"  # a few problems of each benchmark, same layout
 
 
+def missing(message: str) -> NoReturn:
+    """Something a test needs is absent: a failure under CI (which provides it) and a skip (listed by -ra) elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
 def require_shared(path: Path) -> Path:
-    """`path` in ../shared/data; missing, a failure under CI and a skip (listed by -ra) elsewhere."""
+    """`path` in ../shared/data; missing, a failure under CI and a skip elsewhere."""
     if not path.is_file():
-        message = f"shared data not found at {path} (CI and dev machines have ../shared/data beside the repo)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"shared data not found at {path} (CI and dev machines have ../shared/data beside the repo)")
     return path
 
 

@@ -82,7 +82,7 @@ HELP_ZH: dict[str, str] = {
     "grpo.rewards": "奖励函数及其权重：correctness、answer_format、overlong（DAPO 的软惩罚），"
     "或你自己的 module.function（TRL 奖励函数的签名）",
     "grpo.overlong_buffer": "距 max_completion_length 还有多少 token 时开始超长惩罚",
-    "grpo.use_vllm": "通过 vLLM 采样（CUDA，需安装 vLLM），与训练共用 GPU",
+    "grpo.use_vllm": "通过 vLLM 采样（hf 后端），每步把适配器不合并地交给 vLLM",
     "grpo.max_clipped_fraction": "健康检查：顶到 max_completion_length 的回答超过此比例时发出警告",
     "grpo.max_zero_spread_fraction": "健康检查：奖励全部相同的组超过此比例时发出警告",
     "grpo.stalled_steps": "健康检查：比例持续超限多少步后才发出警告",

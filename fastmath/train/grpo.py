@@ -18,7 +18,8 @@ policy towards the solutions that scored above their group's mean. Two things ma
   `grpo.stop_when_stalled` ends the run early as `stalled`.
 
 The model, load settings, LoRA shape and system prompt come from the SFT run (`fastmath.cli`).
-Rollouts go through `model.generate`, or vLLM with `grpo.use_vllm` on a CUDA machine that has it.
+Rollouts go through `model.generate`, or with `grpo.use_vllm` through vLLM (CUDA or its CPU build),
+served the step's adapter un-merged (`vllm_rollouts`).
 Each epoch's problem order depends only on (seed, epoch), so `--resume` repeats an uninterrupted
 run exactly (TRL's own sampler gives a resumed run epoch 0's order again).
 """
@@ -35,7 +36,7 @@ from fastmath.errors import FastmathError
 from fastmath.log import log
 from fastmath.prompts import chat_messages, prompt_text
 from fastmath.tasks import training_problems
-from fastmath.train import rewards
+from fastmath.train import rewards, vllm_rollouts
 
 
 def grpo_dataset(problems, tokenizer, recipe: Recipe):
@@ -63,8 +64,9 @@ def grpo_dataset(problems, tokenizer, recipe: Recipe):
 
 
 def trainer_class():
-    """TRL's GRPOTrainer (Unsloth's, once Unsloth is imported) with two additions, built after the
-    backend is active: each epoch's order from (seed, epoch), and where a step's time goes."""
+    """TRL's GRPOTrainer (Unsloth's, once Unsloth is imported) with three additions, built after the
+    backend is active: each epoch's order from (seed, epoch), where a step's time goes, and vLLM
+    rollouts fed the adapter each step (`vllm_rollouts`) in place of TRL's merged-weight sync."""
     from trl import GRPOTrainer
     from trl.trainer.utils import RepeatSampler
 
@@ -76,8 +78,23 @@ def trainer_class():
                 self.generator.manual_seed((self.seed or 0) + epoch)
 
     class Trainer(GRPOTrainer):
-        """Logs `timing/rollout_s` (sampling the completions) and `timing/score_s` (rewards, log-probs,
-        advantages) per step; TRL's own timers reach only wandb/mlflow, never metrics.jsonl."""
+        """Logs `timing/rollout_s` (sampling the completions), `timing/score_s` (rewards, log-probs,
+        advantages) and with vLLM `timing/sync_s` (handing it the adapter) per step; TRL's own timers
+        reach only wandb/mlflow, never metrics.jsonl."""
+
+        def __init__(self, *args, recipe: Recipe | None = None, **kwargs):
+            """With `recipe` and `use_vllm`, TRL builds no vLLM of its own (it would sync merged weights)."""
+            config = kwargs["args"]
+            adapter_sync = recipe is not None and config.use_vllm
+            if adapter_sync:
+                config.use_vllm = False
+            super().__init__(*args, **kwargs)
+            if adapter_sync:
+                from fastmath.train import vllm_rollouts
+
+                config.use_vllm = self.use_vllm = True
+                self.vllm_generation = vllm_rollouts.start(self, recipe)
+                self._last_loaded_step = -1  # TRL's: sync before the first rollout of each step
 
         def _get_train_sampler(self, dataset=None):
             s = super()._get_train_sampler(dataset)
@@ -94,8 +111,12 @@ def trainer_class():
 
         def _generate_and_score_completions(self, inputs):
             start, self._rollout_s = time.perf_counter(), 0.0
+            if self.use_vllm:
+                self.vllm_generation.sync_s = 0.0
             out = super()._generate_and_score_completions(inputs)
             metrics = self._metrics["train" if self.model.training else "eval"]
+            if self.use_vllm:
+                metrics["timing/sync_s"].append(self.vllm_generation.sync_s)
             metrics["timing/rollout_s"].append(self._rollout_s)
             metrics["timing/score_s"].append(time.perf_counter() - start - self._rollout_s)
             return out
@@ -103,16 +124,17 @@ def trainer_class():
     return Trainer
 
 
-def run_grpo(recipe: Recipe, parent: Path | None, backend: str, resume: Path | None = None, callbacks=()) -> Path:
-    """Train the adapter with GRPO as the recipe says; return the run directory."""
+def grpo_trainer(recipe: Recipe, parent: Path | None, backend: str, resume: Path | None = None):
+    """(the run's GRPO trainer, ready to train; its tokenizer; the run directory; the run's info)."""
     g = recipe.grpo
     funcs, weights = rewards.reward_functions(g)  # an unknown name or a broken own function fails here, first
+    if g.use_vllm:
+        vllm_rollouts.check(recipe, backend)
     problems = training_problems(recipe.data, g.problems)
     from trl import GRPOConfig
 
     from fastmath.models import load_for_training
-    from fastmath.train.health import Health
-    from fastmath.train.trainer import backend_changes, train, trainer_args
+    from fastmath.train.trainer import backend_changes, trainer_args
 
     model, tokenizer = load_for_training(
         recipe.model, recipe.lora, backend, adapter=str(parent) if parent else None,
@@ -137,14 +159,26 @@ def run_grpo(recipe: Recipe, parent: Path | None, backend: str, resume: Path | N
             "epsilon_high": None,
             "use_vllm": g.use_vllm,
             "vllm_mode": "colocate",
+            "vllm_max_model_length": recipe.model.max_seq_length,  # grpo_dataset keeps prompts that fit
         }
         config = GRPOConfig(**requested)
         changed = backend_changes(requested, config)
         trainer = trainer_class()(
-            model=model, reward_funcs=funcs, args=config, train_dataset=dataset, processing_class=tokenizer
-        )
+            model=model, reward_funcs=funcs, args=config, train_dataset=dataset, processing_class=tokenizer,
+            recipe=recipe,
+        )  # fmt: skip
     info = {"stage": "grpo", "backend": backend, "base_model": recipe.model.name, "examples": len(dataset)}
     info |= {"parent": parent.name if parent else None, "changed_by_backend": changed}
+    return trainer, tokenizer, run_dir, info
+
+
+def run_grpo(recipe: Recipe, parent: Path | None, backend: str, resume: Path | None = None, callbacks=()) -> Path:
+    """Train the adapter with GRPO as the recipe says; return the run directory."""
+    from fastmath.train.health import Health
+    from fastmath.train.trainer import train
+
+    g = recipe.grpo
+    trainer, tokenizer, run_dir, info = grpo_trainer(recipe, parent, backend, resume)
     health = Health(g, info)
     train(trainer, tokenizer, run_dir, info, resume=resume is not None, callbacks=(health, *callbacks))
     if health.stalled and g.stop_when_stalled and trainer.is_world_process_zero():
