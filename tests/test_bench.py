@@ -218,3 +218,26 @@ def test_engine_throughput_hf_vs_vllm_on_the_same_prompts(shared_data, tmp_path)
     assert result["ratios"]["tiny vllm/hf"]["greedy equal"] == 1
     assert result["cpu_rule"].startswith("tiny: ") and "eval.engine auto on this CPU" in p.stdout
     assert "engine_throughput" in (tmp_path / "benchmarks.md").read_text()
+
+
+@pytest.mark.skipif(not vllm_engine.available(), reason="vllm is not installed (tests/test_vllm.py says how)")
+def test_auto_engine_on_cpu_is_the_benchs_rule(tmp_path):
+    """`eval.engine: auto` without CUDA: vLLM for a 16-bit model of Qwen2.5-0.5B's shape, where
+    bench/engine_throughput.py measured it faster; HF for the tiny model and for any 4-bit base."""
+    import torch
+    from transformers import Qwen2Config
+
+    from fastmath.config import ModelConfig
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU rule: on CUDA auto is vLLM whatever the model")
+    Qwen2Config(**common.QWEN25, **common.SHAPES["0.5b"]).save_pretrained(tmp_path / "0.5b")
+    tiny = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, vocab_size=2048)
+    Qwen2Config(**tiny, num_key_value_heads=2).save_pretrained(tmp_path / "tiny")
+    half = ModelConfig(name=str(tmp_path / "0.5b"), load_in_4bit=False)
+    assert vllm_engine._parameters(half) == pytest.approx(494_032_768, rel=0.1)
+    assert vllm_engine.resolve("auto", half) == "vllm"
+    assert vllm_engine.resolve("auto", ModelConfig(name=str(tmp_path / "0.5b"), load_in_4bit=True)) == "hf"
+    assert vllm_engine.resolve("auto", ModelConfig(name=str(tmp_path / "tiny"), load_in_4bit=False)) == "hf"
+    assert vllm_engine.resolve("auto", ModelConfig(name=str(tmp_path / "missing"), load_in_4bit=False)) == "hf"
+    assert vllm_engine.resolve("auto") == "hf" and vllm_engine.resolve("hf", half) == "hf"
