@@ -98,8 +98,10 @@ if [ "$ENGINE_EVAL" != none ]; then
     step model-$ENGINE_EVAL 240 python3 -c "from bench import common; print(common.ensure_model('$ENGINE_EVAL', \
         __import__('pathlib').Path('$EVAL_MODEL')))"
     rm -rf "$EVAL_RUNS"
+    # model.max_seq_length sizes vLLM's context (it + max_new_tokens): the tiny tokenizer the random model
+    # reads with splits the CoT prompt into ~1,200 tokens, past the recipe's 1,024 (vLLM refuses it)
     step vllm-eval 420 python3 -m fastmath eval recipes/qwen2.5-7b-sft.yaml --model "$EVAL_MODEL" \
-        --dataset "$DATA/test.jsonl" --strategies cot --output-dir "$EVAL_RUNS" eval.engine=vllm
+        --dataset "$DATA/test.jsonl" --strategies cot --output-dir "$EVAL_RUNS" eval.engine=vllm model.max_seq_length=2048
     summary=$EVAL_RUNS/base-qwen2.5-$ENGINE_EVAL-random/eval/test/summary.json
     [ -f "$summary" ] && cp "$summary" "$OUT/vllm-eval-$ENGINE_EVAL.summary.json"
 fi
