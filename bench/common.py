@@ -41,7 +41,7 @@ DPO_RECIPE = REPO / "recipes" / "qwen2.5-7b-dpo.yaml"
 GSM8K_DIRS = (REPO.parent / "shared" / "data" / "gsm8k", REPO / ".gpu-data" / "gsm8k")
 GSM8K_TEST_SIZE = 1319
 
-# Published Qwen2.5 configs (config.json of Qwen/Qwen2.5-7B-Instruct and -1.5B-Instruct).
+# Published Qwen2.5 configs (config.json of Qwen/Qwen2.5-7B-Instruct, -1.5B-Instruct and -0.5B-Instruct).
 QWEN25 = {
     "max_position_embeddings": 32768,
     "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0},
@@ -51,6 +51,15 @@ QWEN25 = {
     "max_window_layers": 28,
 }
 SHAPES: dict[str, dict[str, Any]] = {
+    "0.5b": dict(  # Qwen/Qwen2.5-0.5B-Instruct
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
     "1.5b": dict(
         hidden_size=1536,
         intermediate_size=8960,
@@ -547,12 +556,17 @@ On any machine (CPU smoke tests, minutes):
 python bench/sft_throughput.py                      # padded vs padding-free vs packed (issue #2)
 python bench/backend_throughput.py                  # hf vs Unsloth, 16-bit vs 4-bit, tiny SFT (issues #11, #20)
 python bench/gpu_compare.py                         # fast path vs baseline, tiny model (issue #6)
+python bench/engine_throughput.py                   # HF vs vLLM generation, tiny + 0.5B-shaped (issue #21)
 ```
 
 On a lent GPU, one command runs the QLoRA user path (`make sft`, `make pairs`, `make dpo`, `make grpo`,
 `make eval`, `fastmath solve`, `make export` merged and GGUF, on a 1.5B-shaped model, Unsloth, 4-bit)
 and then the 7B comparison below, within 9 minutes (the comparison gets what the chain leaves), returning
-its summaries, logs and JSON in `$OUT` (`SHAPE=tiny COMPARE=none` runs the same path on a CPU, 4-bit too):
+its summaries, logs and JSON in `$OUT` (`SHAPE=tiny COMPARE=none` runs the same path on a CPU, 4-bit too).
+Its last step, the 7B recipe's GSM8K greedy CoT eval through vLLM on all 1,319 test problems (issue #21),
+gets what the others leave; alone, in one command: `SHAPE=none COMPARE=none ENGINE_EVAL=7b bash
+bench/gpu_smoke.sh` (it needs vLLM's CUDA build on the GPU machine, which `.gpu-site` does not carry;
+not run yet):
 
 ```bash
 bash ../shared/device/gpu-bundle.sh .gpu-site && mkdir -p .gpu-data && cp -r ../shared/data/gsm8k .gpu-data/

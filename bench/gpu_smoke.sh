@@ -12,6 +12,9 @@
 #    Qwen2.5-1.5B-shaped model with random weights (built here, no hub), model.backend=unsloth, 4-bit
 #    (the recipes' model.load_in_4bit): the commands a user types first, through Unsloth's fused kernels.
 # 2. `bench/gpu_compare.py --shape 7b --parts sft,dpo,eval`: Unsloth against transformers + PEFT.
+# 3. The 7B recipe's GSM8K greedy CoT eval through vLLM (`eval.engine=vllm`), all 1,319 test problems, on
+#    the 7B-shaped random model gpu_compare builds (issue #21; ENGINE_EVAL=none skips it, and it follows
+#    COMPARE by default). Alone, in one device command: SHAPE=none COMPARE=none ENGINE_EVAL=7b.
 # Every summary and the comparison's JSON go to $OUT (the device tool returns that folder), and the
 # log of each step to $OUT/logs. A step that fails is reported and the next one still runs.
 #
@@ -25,6 +28,7 @@ COMPARE=${COMPARE:-7b}
 WORK=${WORK:-bench/.work/smoke}
 BUDGET=${BUDGET:-540}  # seconds for everything: a device command may run 10 minutes at most
 EVAL_SAMPLES=${EVAL_SAMPLES:-64}
+ENGINE_EVAL=${ENGINE_EVAL:-$COMPARE}
 DATA=${DATA:-.gpu-data/gsm8k}
 [ -f "$DATA/train.jsonl" ] || DATA=../shared/data/gsm8k
 mkdir -p "$OUT/logs" "$WORK"
@@ -53,6 +57,7 @@ step() {  # step NAME SECONDS COMMAND...: one step, at most SECONDS and what is 
 
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$OUT/logs/device.txt"
+if [ "$SHAPE" != none ]; then
 MODEL=$WORK/qwen2.5-$SHAPE-random
 step model 120 python3 -c "from bench import common; print(common.ensure_model('$SHAPE', __import__('pathlib').Path('$MODEL')))"
 
@@ -79,11 +84,26 @@ for run in smoke-sft smoke-dpo smoke-grpo; do
     [ -f "$RUNS/$run/summary.json" ] && cp "$RUNS/$run/summary.json" "$OUT/$run.summary.json"
 done
 [ -f "$SFT/eval/test/summary.json" ] && cp "$SFT/eval/test/summary.json" "$OUT/smoke-eval.summary.json"
+fi
 
 if [ "$COMPARE" != none ]; then
     step compare 420 python3 bench/gpu_compare.py --shape "$COMPARE" --parts sft,dpo,eval --steps 12 --dpo-steps 6 \
         --eval-problems 128 --sequential-problems 8 --data "$DATA/train.jsonl" --test-data "$DATA/test.jsonl" \
         --results-dir "$OUT" --docs "$OUT/logs/benchmarks.md"
+fi
+
+if [ "$ENGINE_EVAL" != none ]; then
+    EVAL_MODEL=bench/.work/models/qwen2.5-$ENGINE_EVAL-random  # common.model_dir: where gpu_compare builds it
+    EVAL_RUNS=$WORK/engine-eval
+    step model-$ENGINE_EVAL 240 python3 -c "from bench import common; print(common.ensure_model('$ENGINE_EVAL', \
+        __import__('pathlib').Path('$EVAL_MODEL')))"
+    rm -rf "$EVAL_RUNS"
+    # model.max_seq_length sizes vLLM's context (it + max_new_tokens): the tiny tokenizer the random model
+    # reads with splits the CoT prompt into ~1,200 tokens, past the recipe's 1,024 (vLLM refuses it)
+    step vllm-eval 420 python3 -m fastmath eval recipes/qwen2.5-7b-sft.yaml --model "$EVAL_MODEL" \
+        --dataset "$DATA/test.jsonl" --strategies cot --output-dir "$EVAL_RUNS" eval.engine=vllm model.max_seq_length=2048
+    summary=$EVAL_RUNS/base-qwen2.5-$ENGINE_EVAL-random/eval/test/summary.json
+    [ -f "$summary" ] && cp "$summary" "$OUT/vllm-eval-$ENGINE_EVAL.summary.json"
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

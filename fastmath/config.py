@@ -224,7 +224,8 @@ class EvalConfig:
     tot_proposals: int = key(2, "ToT: next lines sampled per state", range=AT_LEAST_1)
     engine: str = key(
         "auto",
-        "generation engine: hf (transformers), vllm, or auto (vLLM on CUDA where installed, else hf)",
+        "generation engine: hf (transformers), vllm, or auto (vLLM where installed on CUDA, and on CPU for a "
+        "16-bit model of 100M+ parameters; else hf)",
         choices=("auto", "hf", "vllm"),
     )
     tensor_parallel_size: int = key(1, "vllm: GPUs each model is split over", range=AT_LEAST_1)

@@ -374,7 +374,7 @@ def load_for_generation(cfg: ModelConfig, eval_cfg: EvalConfig, adapter: str | N
     vLLM engine with the adapter un-merged (`vllm_engine`), and the tokenizer padded on the left."""
     from fastmath import vllm_engine
 
-    if vllm_engine.resolve(eval_cfg.engine) == "hf":
+    if vllm_engine.resolve(eval_cfg.engine, cfg) == "hf":
         return load_for_inference(cfg, adapter, backend)
     source = _checked_source(cfg, adapter)
     tokenizer = load_tokenizer(cfg, source)

@@ -1,7 +1,13 @@
 """vLLM behind the generation engine: the same prompts, stops, cuts, counts and records as the HF path.
 
-`eval.engine` picks it: `hf` (transformers' `generate`), `vllm`, or `auto` (vLLM on CUDA where it is
-installed; on CPU the HF engine: no CPU bench of the two engines exists yet to justify vLLM there).
+`eval.engine` picks it: `hf` (transformers' `generate`), `vllm`, or `auto`: vLLM on CUDA where it is
+installed; on CPU, vLLM for a 16-bit model of at least `CPU_MIN_PARAMETERS`, else the HF engine. That
+CPU rule is bench/engine_throughput.py's (docs/benchmarks.md): on Qwen2.5-0.5B's shape vLLM generated
+about 20x faster, so its start-up (5 minutes against HF's 7 s, compiling the model the first time) was
+repaid after 7 problems; on the tiny test model (0.7M parameters) only after 300, so the HF engine's
+start-up of seconds wins for the tests and quick evals. The line between lies between the two measured
+sizes, not at a measured crossover. A 4-bit (QLoRA) base stays on the HF engine on CPU, where vLLM
+could only serve it over the 16-bit base.
 An adapter is served un-merged (`LoRARequest`), so the base
 weights stay as loaded. vLLM's CPU build has no bitsandbytes: a QLoRA adapter is then served over the
 16-bit base (a different model from training's); that is warned and recorded, never done silently.
@@ -35,6 +41,8 @@ ENGINES = ("auto", "hf", "vllm")
 CPU_MEMORY_FRACTION = 0.1  # of host memory, for vLLM's CPU build (its 0.92 default fails)
 CPU_KVCACHE_GIB = "1"  # VLLM_CPU_KVCACHE_SPACE unless set
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+# auto on CPU: vLLM from here (bench/engine_throughput.py: repaid after 7 problems at 494M, 300 at 0.7M)
+CPU_MIN_PARAMETERS = 100_000_000
 
 
 def available() -> bool:
@@ -48,13 +56,31 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve(engine: str) -> str:
-    """`hf` or `vllm` for `eval.engine`: `auto` is vLLM on CUDA where installed, else HF (the bench's rule)."""
+def resolve(engine: str, model_cfg: ModelConfig | None = None) -> str:
+    """`hf` or `vllm` for `eval.engine` (`auto`: the rule in the module doc, from the bench)."""
     if engine == "vllm" and not available():
         raise FastmathError("eval.engine=vllm needs vLLM: run `make install` (see README: vLLM), or set eval.engine=hf")
     if engine == "auto":
-        return "vllm" if available() and _cuda() else "hf"
+        if not available():
+            return "hf"
+        if _cuda():
+            return "vllm"
+        large = model_cfg is not None and not model_cfg.load_in_4bit and _parameters(model_cfg) >= CPU_MIN_PARAMETERS
+        return "vllm" if large else "hf"
     return engine
+
+
+def _parameters(model_cfg: ModelConfig) -> int:
+    """The model's parameter count, estimated from its config (0 when the config cannot be read here)."""
+    from transformers import AutoConfig
+
+    try:
+        c = AutoConfig.from_pretrained(model_cfg.name, revision=model_cfg.revision)
+        hidden, layers = c.hidden_size, c.num_hidden_layers
+        mlp = 3 * hidden * getattr(c, "intermediate_size", 4 * hidden)
+        return layers * (4 * hidden * hidden + mlp) + c.vocab_size * hidden
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench import common
+from fastmath import vllm_engine
 
 from .conftest import GSM8K_TEST, GSM8K_TRAIN, REPO
 
@@ -136,11 +137,11 @@ def test_dpo_and_eval_workers_on_the_sft_adapter(compared, tiny_model, shared_da
 
 
 def test_random_model_shapes_are_qwen25s_and_built_once(tmp_path, monkeypatch):
-    """The 7B and 1.5B configs give Qwen2.5's published parameter counts; a build is reused."""
+    """The 7B, 1.5B and 0.5B configs give Qwen2.5's published parameter counts; a build is reused."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    published = {"7b": 7_615_616_512, "1.5b": 1_543_714_304}
+    published = {"7b": 7_615_616_512, "1.5b": 1_543_714_304, "0.5b": 494_032_768}
     for shape, count in published.items():
         with torch.device("meta"):
             model = Qwen2ForCausalLM(Qwen2Config(**common.QWEN25, **common.SHAPES[shape]))
@@ -198,3 +199,45 @@ def test_grpo_step_time_splits_a_step_into_rollout_scoring_and_training(tiny_mod
     shares = [parts[k]["share"] for k in ("rollout", "score", "train")]
     assert sum(shares) == pytest.approx(1, abs=0.01) and "GRPO step" in p.stdout
     assert "| rollout |" in (tmp_path / "benchmarks.md").read_text(), "docs draw the parts as a table"
+
+
+@pytest.mark.skipif(not vllm_engine.available(), reason="vllm is not installed (tests/test_vllm.py says how)")
+def test_engine_throughput_hf_vs_vllm_on_the_same_prompts(shared_data, tmp_path):
+    p = bench("engine_throughput.py", "--shapes", "tiny", "--problems", "3", "--max-new-tokens", "8", "--samples", "2",
+              "--work-dir", str(tmp_path / "work"), tmp_path=tmp_path)  # fmt: skip
+    result = json.loads((tmp_path / "results" / "engine_throughput-cpu.json").read_text())
+    sides = {run["side"]: run for run in result["runs"]}
+    hf, vllm = sides["tiny hf"], sides["tiny vllm"]
+    assert (hf["engine"], vllm["engine"]) == ("hf", "vllm"), "each side served by its own engine, no fall-back"
+    for side in (hf, vllm):
+        assert (
+            side["dtype"] == "float32" and side["greedy"]["completions"] == 3 and side["sampling"]["completions"] == 6
+        )
+        assert side["greedy"]["problems_per_s"] > 0 and 0 < side["sampling"]["tokens_per_completion"] <= 8
+    assert hf["greedy_completions"] == vllm["greedy_completions"], "greedy fp32: the same text, tokens and ends"
+    assert result["ratios"]["tiny vllm/hf"]["greedy equal"] == 1
+    assert result["cpu_rule"].startswith("tiny: ") and "eval.engine auto on this CPU" in p.stdout
+    assert "engine_throughput" in (tmp_path / "benchmarks.md").read_text()
+
+
+@pytest.mark.skipif(not vllm_engine.available(), reason="vllm is not installed (tests/test_vllm.py says how)")
+def test_auto_engine_on_cpu_is_the_benchs_rule(tmp_path):
+    """`eval.engine: auto` without CUDA: vLLM for a 16-bit model of Qwen2.5-0.5B's shape, where
+    bench/engine_throughput.py measured it faster; HF for the tiny model and for any 4-bit base."""
+    import torch
+    from transformers import Qwen2Config
+
+    from fastmath.config import ModelConfig
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU rule: on CUDA auto is vLLM whatever the model")
+    Qwen2Config(**common.QWEN25, **common.SHAPES["0.5b"]).save_pretrained(tmp_path / "0.5b")
+    tiny = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, vocab_size=2048)
+    Qwen2Config(**tiny, num_key_value_heads=2).save_pretrained(tmp_path / "tiny")
+    half = ModelConfig(name=str(tmp_path / "0.5b"), load_in_4bit=False)
+    assert vllm_engine._parameters(half) == pytest.approx(494_032_768, rel=0.1)
+    assert vllm_engine.resolve("auto", half) == "vllm"
+    assert vllm_engine.resolve("auto", ModelConfig(name=str(tmp_path / "0.5b"), load_in_4bit=True)) == "hf"
+    assert vllm_engine.resolve("auto", ModelConfig(name=str(tmp_path / "tiny"), load_in_4bit=False)) == "hf"
+    assert vllm_engine.resolve("auto", ModelConfig(name=str(tmp_path / "missing"), load_in_4bit=False)) == "hf"
+    assert vllm_engine.resolve("auto") == "hf" and vllm_engine.resolve("hf", half) == "hf"
