@@ -50,7 +50,8 @@ def available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def _cuda() -> bool:
+def on_cuda() -> bool:
+    """Whether vLLM here is its CUDA build's (bitsandbytes, TRL's GPU share) rather than its CPU build's."""
     import torch
 
     return torch.cuda.is_available()
@@ -63,7 +64,7 @@ def resolve(engine: str, model_cfg: ModelConfig | None = None) -> str:
     if engine == "auto":
         if not available():
             return "hf"
-        if _cuda():
+        if on_cuda():
             return "vllm"
         large = model_cfg is not None and not model_cfg.load_in_4bit and _parameters(model_cfg) >= CPU_MIN_PARAMETERS
         return "vllm" if large else "hf"
@@ -96,7 +97,7 @@ class VllmModel:
     def device(self):
         import torch
 
-        return torch.device("cuda" if _cuda() else "cpu")
+        return torch.device("cuda" if on_cuda() else "cpu")
 
     def swap_adapter(self, adapter: str | Path) -> None:
         """Serve `adapter` from now on (a new LoRARequest id, so vLLM loads it afresh)."""
@@ -120,16 +121,17 @@ class VllmModel:
         return [list(o.outputs[0].token_ids) for o in outputs]
 
 
-def _lora_rank(adapter: str) -> int:
+def lora_rank(adapter: str) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds the adapter's rank."""
     import json
 
     rank = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8")).get("r", 16)
     return next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1])
 
 
-def _host_memory_settings() -> dict[str, Any]:
+def host_memory_settings() -> dict[str, Any]:
     """vLLM's memory options for this machine: on CPU a fraction of host memory it can have."""
-    if _cuda():
+    if on_cuda():
         return {}
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
     return {"gpu_memory_utilization": CPU_MEMORY_FRACTION}
@@ -154,10 +156,10 @@ def load(model_cfg: ModelConfig, eval_cfg: EvalConfig, source: str, adapter: str
         "tensor_parallel_size": eval_cfg.tensor_parallel_size,
         "data_parallel_size": eval_cfg.data_parallel_size,
         "seed": eval_cfg.seed,
-        **_host_memory_settings(),
+        **host_memory_settings(),
     }
     if model_cfg.load_in_4bit:
-        if _cuda() and importlib.util.find_spec("bitsandbytes") is not None:
+        if on_cuda() and importlib.util.find_spec("bitsandbytes") is not None:
             kwargs["quantization"] = "bitsandbytes"
             settings["base"] = "4-bit"
         else:
@@ -167,7 +169,7 @@ def load(model_cfg: ModelConfig, eval_cfg: EvalConfig, source: str, adapter: str
             )
             settings["base"] = "16-bit (QLoRA adapter, 4-bit base unavailable to vLLM here)"
     if adapter:
-        kwargs |= {"enable_lora": True, "max_lora_rank": _lora_rank(adapter), "max_loras": 1}
+        kwargs |= {"enable_lora": True, "max_lora_rank": lora_rank(adapter), "max_loras": 1}
     try:
         config = GenerationConfig.from_pretrained(source, revision=model_cfg.revision)
     except OSError:  # no generation_config.json: the model config's EOS

@@ -43,7 +43,7 @@ def check(recipe: Recipe, backend: str) -> None:
             f"grpo.temperature={recipe.grpo.temperature}: vLLM samples at temperatures up to {VLLM_MAX_TEMPERATURE}; "
             "lower it, or set grpo.use_vllm=false"
         )
-    if recipe.model.load_in_4bit and not vllm_engine._cuda():
+    if recipe.model.load_in_4bit and not vllm_engine.on_cuda():
         raise FastmathError(
             "grpo.use_vllm: vLLM's CPU build has no 4-bit base, so rollouts would come from a different model "
             "than the one trained: set grpo.use_vllm=false, or model.load_in_4bit=false"
@@ -57,7 +57,7 @@ def start(trainer, recipe: Recipe):
     from vllm.lora.request import LoRARequest
 
     from fastmath.models import torch_dtype
-    from fastmath.vllm_engine import _cuda, _host_memory_settings, _lora_rank
+    from fastmath.vllm_engine import host_memory_settings, lora_rank, on_cuda
 
     class AdapterLLM(LLM):
         """vLLM's engine serving `adapter` to every request that names no adapter of its own
@@ -86,17 +86,17 @@ def start(trainer, recipe: Recipe):
                 model=recipe.model.name,
                 revision=recipe.model.revision,
                 dtype=str(torch_dtype(recipe.model)).removeprefix("torch."),
-                quantization="bitsandbytes" if recipe.model.load_in_4bit and _cuda() else None,
+                quantization="bitsandbytes" if recipe.model.load_in_4bit and on_cuda() else None,
                 max_model_len=self.max_model_length,
                 max_num_seqs=self.max_num_seqs,
                 seed=recipe.training.seed,
                 logprobs_mode="processed_logprobs",  # TRL's: sampling logprobs after temperature, for its IS ratio
                 generation_config="vllm",
                 enable_lora=True,
-                max_lora_rank=_lora_rank(str(first.lora_path)),
+                max_lora_rank=lora_rank(str(first.lora_path)),
                 max_loras=1,
                 # TRL's share of the GPU; on CPU a fraction of host memory (vLLM's 0.92 default fails there)
-                **{"gpu_memory_utilization": self.gpu_memory_utilization, **_host_memory_settings()},
+                **{"gpu_memory_utilization": self.gpu_memory_utilization, **host_memory_settings()},
             )
             self.llm.served, self.llm.adapter = [], first
 
