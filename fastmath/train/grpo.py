@@ -85,15 +85,15 @@ def trainer_class():
         def __init__(self, *args, recipe: Recipe | None = None, **kwargs):
             """With `recipe` and `use_vllm`, TRL builds no vLLM of its own (it would sync merged weights)."""
             config = kwargs["args"]
-            adapter_sync = recipe is not None and config.use_vllm
-            if adapter_sync:
+            synced = recipe if recipe is not None and config.use_vllm else None  # the recipe vLLM serves
+            if synced is not None:
                 config.use_vllm = False
             super().__init__(*args, **kwargs)
-            if adapter_sync:
+            if synced is not None:
                 from fastmath.train import vllm_rollouts
 
                 config.use_vllm = self.use_vllm = True
-                self.vllm_generation = vllm_rollouts.start(self, recipe)
+                self.vllm_generation = vllm_rollouts.start(self, synced)
                 self._last_loaded_step = -1  # TRL's: sync before the first rollout of each step
 
         def _get_train_sampler(self, dataset=None):

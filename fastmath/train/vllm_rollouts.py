@@ -82,22 +82,24 @@ def start(trainer, recipe: Recipe):
                 raise FastmathError("grpo.use_vllm: only colocated vLLM with tensor parallel 1 is supported")
             self.folder = tempfile.TemporaryDirectory(prefix="fastmath-rollout-adapter-")  # removed at exit
             first = self._save()
-            self.llm = AdapterLLM(
-                model=recipe.model.name,
-                revision=recipe.model.revision,
-                dtype=str(torch_dtype(recipe.model)).removeprefix("torch."),
-                quantization="bitsandbytes" if recipe.model.load_in_4bit and on_cuda() else None,
-                max_model_len=self.max_model_length,
-                max_num_seqs=self.max_num_seqs,
-                seed=recipe.training.seed,
-                logprobs_mode="processed_logprobs",  # TRL's: sampling logprobs after temperature, for its IS ratio
-                generation_config="vllm",
-                enable_lora=True,
-                max_lora_rank=lora_rank(str(first.lora_path)),
-                max_loras=1,
+            engine: dict[str, Any] = {
+                "model": recipe.model.name,
+                "revision": recipe.model.revision,
+                "dtype": str(torch_dtype(recipe.model)).removeprefix("torch."),
+                "quantization": "bitsandbytes" if recipe.model.load_in_4bit and on_cuda() else None,
+                "max_model_len": self.max_model_length,
+                "max_num_seqs": self.max_num_seqs,
+                "seed": recipe.training.seed,
+                "logprobs_mode": "processed_logprobs",  # TRL's: sampling logprobs after temperature, for its IS ratio
+                "generation_config": "vllm",
+                "enable_lora": True,
+                "max_lora_rank": lora_rank(str(first.lora_path)),
+                "max_loras": 1,
                 # TRL's share of the GPU; on CPU a fraction of host memory (vLLM's 0.92 default fails there)
-                **{"gpu_memory_utilization": self.gpu_memory_utilization, **host_memory_settings()},
-            )
+                "gpu_memory_utilization": self.gpu_memory_utilization,
+                **host_memory_settings(),
+            }
+            self.llm = AdapterLLM(**engine)
             self.llm.served, self.llm.adapter = [], first
 
         def _save(self):
