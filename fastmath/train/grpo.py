@@ -90,8 +90,6 @@ def trainer_class():
                 config.use_vllm = False
             super().__init__(*args, **kwargs)
             if synced is not None:
-                from fastmath.train import vllm_rollouts
-
                 config.use_vllm = self.use_vllm = True
                 self.vllm_generation = vllm_rollouts.start(self, synced)
                 self._last_loaded_step = -1  # TRL's: sync before the first rollout of each step
